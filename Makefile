@@ -1,0 +1,40 @@
+# The two commands: `make demo` and `make test`. Both install what they need (idempotently).
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.tools/py/bin:$(HOME)/.cargo/bin:$(PATH)
+BIN := target/debug/credit-worker
+
+.PHONY: setup build demo test lint unit stack-up stack-down train
+
+setup:
+	bash scripts/bootstrap.sh
+
+build: setup
+	cargo build --bins --locked
+
+## Bring the local stack up, run the worker, replay the data set, print a summary.
+demo: build
+	bash scripts/demo.sh
+
+## Formatting, lints, unit + component + end-to-end tests against the local stack.
+test: build lint
+	CREDIT_WORKER_BIN=$(CURDIR)/$(BIN) bash scripts/stack.sh up
+	bash scripts/run-tests.sh
+
+lint: setup
+	cargo fmt --all --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+## Pure unit tests only (no stack).
+unit: setup
+	cargo test --locked --lib
+
+stack-up: build
+	bash scripts/stack.sh up
+
+stack-down:
+	-[ -f .stack/run/demo-worker.pid ] && kill $$(cat .stack/run/demo-worker.pid) 2>/dev/null; rm -f .stack/run/demo-worker.pid
+	bash scripts/stack.sh down
+
+## Re-train the model (deterministic: the same data and seed give the same model file).
+train: build
+	$(BIN) train

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The local stack on loopback, idempotently:
+#   Tansu (Kafka API, memory storage)        127.0.0.1:19092
+#   schema registry DEVELOPMENT STAND-IN     127.0.0.1:18081   (credit-worker registry-standin)
+#   PostgreSQL                               127.0.0.1:5432    (the running server, else Debian's, installed and started)
+# and the topics, created through the Kafka admin API.
+#
+# Usage: scripts/stack.sh up|down|status
+# Env:   CREDIT_WORKER_BIN  the credit-worker binary (default target/debug/credit-worker)
+#        PARTITIONS         partitions per topic (default 4)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+state="$root/.stack"
+mkdir -p "$state/logs" "$state/run"
+bin=${CREDIT_WORKER_BIN:-$root/target/debug/credit-worker}
+kafka_port=19092
+registry_port=18081
+partitions=${PARTITIONS:-4}
+topics=(loan-applications loan-decisions loan-applications-dlq)
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 100); do port_open "$port" && return 0; sleep 0.1; done
+  log "$name did not open port $port; see $state/logs"; return 1
+}
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+start_postgres() {
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return 0; fi
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    log "installing Debian's postgresql"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
+    # Local development cluster on loopback only: trust loopback connections.
+    for hba in /etc/postgresql/*/main/pg_hba.conf; do
+      as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+    done
+  fi
+  log "starting PostgreSQL"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  for _ in $(seq 1 100); do pg_isready -q -h 127.0.0.1 -p 5432 && return 0; sleep 0.2; done
+  log "PostgreSQL did not start"; return 1
+}
+
+ensure_database() {
+  local name=$1
+  if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1; then
+    psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE \"$name\"" 2>/dev/null || true
+  fi
+}
+
+start_tansu() {
+  port_open $kafka_port && return 0
+  log "starting Tansu on 127.0.0.1:$kafka_port (memory storage)"
+  nohup "$root/.tools/bin/tansu" broker \
+    --listener-url "tcp://127.0.0.1:$kafka_port" \
+    --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+    --storage-engine "memory://tansu/" \
+    >"$state/logs/tansu.log" 2>&1 &
+  echo $! >"$state/run/tansu.pid"
+  wait_port $kafka_port Tansu
+}
+
+start_registry() {
+  port_open $registry_port && return 0
+  [ -x "$bin" ] || { log "missing $bin: build it first (cargo build)"; return 1; }
+  log "starting the schema registry development stand-in on 127.0.0.1:$registry_port"
+  nohup "$bin" registry-standin --listen "127.0.0.1:$registry_port" --state-file "$state/registry.json" \
+    >"$state/logs/registry.log" 2>&1 &
+  echo $! >"$state/run/registry.pid"
+  wait_port $registry_port "registry stand-in"
+}
+
+stop_pidfile() {
+  local file="$state/run/$1.pid"
+  if [ -f "$file" ]; then
+    kill "$(cat "$file")" 2>/dev/null || true
+    rm -f "$file"
+  fi
+}
+
+case "${1:-up}" in
+  up)
+    exec 9>"$state/run/stack.lock"
+    flock 9
+    bash scripts/bootstrap.sh >&2
+    start_postgres
+    ensure_database credit_worker
+    start_tansu
+    start_registry
+    "$bin" create-topics --bootstrap-servers "127.0.0.1:$kafka_port" --partitions "$partitions" "${topics[@]}" >&2
+    log "up: kafka 127.0.0.1:$kafka_port, registry http://127.0.0.1:$registry_port, postgres 127.0.0.1:5432/credit_worker"
+    ;;
+  down)
+    stop_pidfile registry
+    stop_pidfile tansu
+    rm -f "$state/registry.json"
+    log "stopped Tansu and the registry stand-in (PostgreSQL left running)"
+    ;;
+  status)
+    port_open $kafka_port && log "tansu: up" || log "tansu: down"
+    port_open $registry_port && log "registry stand-in: up" || log "registry stand-in: down"
+    pg_isready -q -h 127.0.0.1 -p 5432 && log "postgres: up" || log "postgres: down"
+    ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

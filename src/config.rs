@@ -1,0 +1,363 @@
+//! Configuration: a TOML file plus environment overrides (`CREDIT_WORKER__SECTION__KEY=value`),
+//! deserialized strictly into [`RawConfig`] (unknown keys rejected, errors name the key),
+//! then checked into a [`WorkerConfig`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::decision::Cutoffs;
+
+/// Prefix of environment variables that override config keys; `__` separates levels.
+pub const ENV_PREFIX: &str = "CREDIT_WORKER__";
+
+/// Invalid configuration; every variant names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("{0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+/// The configuration as written: every key documented in `config/default.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Kafka connection and topics.
+    pub kafka: KafkaConfig,
+    /// Schema registry (Confluent REST API).
+    pub schema_registry: SchemaRegistryConfig,
+    /// PostgreSQL audit store.
+    pub database: DatabaseConfig,
+    /// Which model to serve and how.
+    pub model: ModelConfig,
+    /// Batching and retries.
+    pub pipeline: PipelineConfig,
+    /// HTTP endpoint for metrics and probes.
+    pub http: HttpConfig,
+    /// Log output.
+    pub logging: LoggingConfig,
+}
+
+/// Kafka connection and topics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// Consumer group shared by all replicas.
+    pub group_id: String,
+    /// Topic of `LoanApplication` events.
+    pub input_topic: String,
+    /// Topic for `LoanDecision` events.
+    pub decisions_topic: String,
+    /// Topic for records that cannot be decided (original bytes + reason headers).
+    pub dead_letter_topic: String,
+    /// Consumer group session timeout.
+    pub session_timeout_ms: u64,
+    /// Extra librdkafka properties for consumer and producer (security settings and tuning), passed through as is.
+    #[serde(default)]
+    pub client_properties: BTreeMap<String, String>,
+}
+
+/// Schema registry connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Base URL, e.g. `http://schema-registry:8081`.
+    pub url: String,
+    /// Request timeout.
+    pub timeout_ms: u64,
+}
+
+/// PostgreSQL connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connection URL (`postgres://user@host:port/db`). Never logged.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Apply the bundled migrations at start.
+    pub run_migrations: bool,
+}
+
+/// Model selection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Model directory (LightGBM model + model card).
+    pub directory: PathBuf,
+    /// Scoring threads, each with its own booster.
+    pub scoring_threads: usize,
+    /// Override of the model card's approve cutoff.
+    pub approve_below: Option<f64>,
+    /// Override of the model card's decline cutoff.
+    pub decline_at_or_above: Option<f64>,
+}
+
+/// Batching and retries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Most records per batch.
+    pub batch_max_records: usize,
+    /// Longest wait to fill a batch once it has a record.
+    pub batch_max_wait_ms: u64,
+    /// First retry delay when a sink fails.
+    pub retry_initial_backoff_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_backoff_ms: u64,
+}
+
+/// HTTP endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address (`host:port`; port 0 picks a free one).
+    pub listen: String,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// `tracing` filter, e.g. `info` or `credit_worker=debug,info`.
+    pub level: String,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration that passed validation.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub kafka: KafkaConfig,
+    pub schema_registry: SchemaRegistryConfig,
+    pub database: DatabaseConfig,
+    pub model: ModelConfig,
+    pub pipeline: PipelineConfig,
+    pub http_listen: SocketAddr,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl WorkerConfig {
+    /// Loads `path`, applies the `CREDIT_WORKER__*` entries of `environment`, validates.
+    pub fn load(path: &Path, environment: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::MissingFile(path.to_owned()));
+        }
+        RawConfig::from_figment(Figment::from(Toml::file(path)), environment)?.validate()
+    }
+
+    /// The cutoffs to use: config overrides, else the model card's.
+    pub fn cutoffs(&self, model_card_cutoffs: Cutoffs) -> Result<Cutoffs, ConfigError> {
+        Cutoffs {
+            approve_below: self.model.approve_below.unwrap_or(model_card_cutoffs.approve_below),
+            decline_at_or_above: self.model.decline_at_or_above.unwrap_or(model_card_cutoffs.decline_at_or_above),
+        }
+        .validate()
+        .map_err(|error| invalid("model.approve_below/model.decline_at_or_above", error.to_string()))
+    }
+
+    /// The pipeline's retry backoff bounds.
+    pub fn retry_backoff(&self) -> (Duration, Duration) {
+        (
+            Duration::from_millis(self.pipeline.retry_initial_backoff_ms),
+            Duration::from_millis(self.pipeline.retry_max_backoff_ms),
+        )
+    }
+}
+
+impl RawConfig {
+    /// Extracts from `base` overlaid with the environment overrides.
+    pub fn from_figment(base: Figment, environment: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut figment = base;
+        for (name, value) in environment {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            // Nest by `__` only, so a segment may contain dots (librdkafka property names).
+            let mut nested: Value = value.parse().unwrap_or_else(|never| match never {});
+            for segment in key.to_ascii_lowercase().rsplit("__") {
+                nested = Value::from(Dict::from([(segment.to_owned(), nested)]));
+            }
+            figment = figment.merge(Serialized::defaults(nested));
+        }
+        figment.extract().map_err(|error| ConfigError::Parse(Box::new(error)))
+    }
+
+    /// Checks every value; the error names the first bad key.
+    pub fn validate(self) -> Result<WorkerConfig, ConfigError> {
+        let non_empty = |key: &'static str, value: &str| {
+            if value.trim().is_empty() { Err(invalid(key, "must not be empty")) } else { Ok(()) }
+        };
+        non_empty("kafka.bootstrap_servers", &self.kafka.bootstrap_servers)?;
+        non_empty("kafka.group_id", &self.kafka.group_id)?;
+        non_empty("kafka.input_topic", &self.kafka.input_topic)?;
+        non_empty("kafka.decisions_topic", &self.kafka.decisions_topic)?;
+        non_empty("kafka.dead_letter_topic", &self.kafka.dead_letter_topic)?;
+        let topics = [&self.kafka.input_topic, &self.kafka.decisions_topic, &self.kafka.dead_letter_topic];
+        if topics[0] == topics[1] || topics[0] == topics[2] || topics[1] == topics[2] {
+            return Err(invalid("kafka.decisions_topic", "input, decisions and dead-letter topics must differ"));
+        }
+        if !(1000..=300_000).contains(&self.kafka.session_timeout_ms) {
+            return Err(invalid("kafka.session_timeout_ms", "must be between 1000 and 300000"));
+        }
+        for key in self.kafka.client_properties.keys() {
+            if ["group.id", "bootstrap.servers", "enable.auto.offset.store"].contains(&key.as_str()) {
+                return Err(invalid("kafka.client_properties", format!("`{key}` is set by the worker")));
+            }
+        }
+        if !(self.schema_registry.url.starts_with("http://") || self.schema_registry.url.starts_with("https://")) {
+            return Err(invalid("schema_registry.url", "must start with http:// or https://"));
+        }
+        if self.schema_registry.timeout_ms == 0 {
+            return Err(invalid("schema_registry.timeout_ms", "must be positive"));
+        }
+        if !(self.database.url.starts_with("postgres://") || self.database.url.starts_with("postgresql://")) {
+            return Err(invalid("database.url", "must be a postgres:// URL"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be positive"));
+        }
+        if !(1..=64).contains(&self.model.scoring_threads) {
+            return Err(invalid("model.scoring_threads", "must be between 1 and 64"));
+        }
+        for (key, cutoff) in [
+            ("model.approve_below", self.model.approve_below),
+            ("model.decline_at_or_above", self.model.decline_at_or_above),
+        ] {
+            if cutoff.is_some_and(|value| !(0.0..=1.0).contains(&value)) {
+                return Err(invalid(key, "must be a probability in [0, 1]"));
+            }
+        }
+        if !(1..=50_000).contains(&self.pipeline.batch_max_records) {
+            return Err(invalid("pipeline.batch_max_records", "must be between 1 and 50000"));
+        }
+        if self.pipeline.retry_initial_backoff_ms == 0 || self.pipeline.retry_max_backoff_ms < self.pipeline.retry_initial_backoff_ms {
+            return Err(invalid("pipeline.retry_max_backoff_ms", "need 0 < retry_initial_backoff_ms <= retry_max_backoff_ms"));
+        }
+        let http_listen = self
+            .http
+            .listen
+            .parse()
+            .map_err(|_| invalid("http.listen", format!("`{}` is not a host:port socket address", self.http.listen)))?;
+        let log_format = match self.logging.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(invalid("logging.format", format!("`{other}` is not one of text, json"))),
+        };
+        Ok(WorkerConfig {
+            kafka: self.kafka,
+            schema_registry: self.schema_registry,
+            database: self.database,
+            model: self.model,
+            pipeline: self.pipeline,
+            http_listen,
+            log_format,
+            log_level: self.logging.level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+    fn load(extra_toml: &str, environment: &[(&str, &str)]) -> Result<WorkerConfig, ConfigError> {
+        let environment = environment.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let figment = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(extra_toml));
+        RawConfig::from_figment(figment, &environment)?.validate()
+    }
+
+    fn error_text(result: Result<WorkerConfig, ConfigError>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    /// The shipped default config is valid as is.
+    #[test]
+    fn default_config_is_valid() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.kafka.input_topic, "loan-applications");
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    /// Environment entries override file values, nested by `__`, typed by content; others are ignored.
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let config = load("", &[
+            ("CREDIT_WORKER__KAFKA__BOOTSTRAP_SERVERS", "broker:29092"),
+            ("CREDIT_WORKER__PIPELINE__BATCH_MAX_RECORDS", "42"),
+            ("CREDIT_WORKER__MODEL__APPROVE_BELOW", "0.2"),
+            ("CREDIT_WORKER__KAFKA__CLIENT_PROPERTIES__SECURITY.PROTOCOL", "SSL"),
+            ("UNRELATED", "x"),
+        ])
+        .unwrap();
+        assert_eq!(config.kafka.bootstrap_servers, "broker:29092");
+        assert_eq!(config.pipeline.batch_max_records, 42);
+        assert_eq!(config.model.approve_below, Some(0.2));
+        assert_eq!(config.kafka.client_properties.get("security.protocol").map(String::as_str), Some("SSL"));
+    }
+
+    /// Unknown keys are rejected, and the error names them, from the file or from the environment.
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        assert!(error_text(load("[kafka]\nbootstrap_server = 'x'", &[])).contains("bootstrap_server"));
+        assert!(error_text(load("", &[("CREDIT_WORKER__HTTP__PORT", "1")])).contains("port"));
+        assert!(error_text(load("[nonsense]\na = 1", &[])).contains("nonsense"));
+    }
+
+    /// Each invalid value fails validation naming its key.
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases = [
+            ("[kafka]\ngroup_id = ' '", "kafka.group_id"),
+            ("[kafka]\ndecisions_topic = 'loan-applications'", "kafka.decisions_topic"),
+            ("[kafka]\nsession_timeout_ms = 10", "kafka.session_timeout_ms"),
+            ("[kafka.client_properties]\n'group.id' = 'x'", "kafka.client_properties"),
+            ("[schema_registry]\nurl = 'localhost:8081'", "schema_registry.url"),
+            ("[database]\nurl = 'mysql://x'", "database.url"),
+            ("[model]\nscoring_threads = 0", "model.scoring_threads"),
+            ("[model]\napprove_below = 1.5", "model.approve_below"),
+            ("[pipeline]\nbatch_max_records = 0", "pipeline.batch_max_records"),
+            ("[pipeline]\nretry_max_backoff_ms = 1", "pipeline.retry_max_backoff_ms"),
+            ("[http]\nlisten = 'nowhere'", "http.listen"),
+            ("[logging]\nformat = 'xml'", "logging.format"),
+        ];
+        for (toml, key) in cases {
+            let text = error_text(load(toml, &[]));
+            assert!(text.contains(key), "{toml}: {text}");
+        }
+    }
+
+    /// Cutoff overrides are combined with the card's and must stay ordered.
+    #[test]
+    fn cutoff_overrides() {
+        let card = Cutoffs { approve_below: 0.3, decline_at_or_above: 0.55 };
+        let config = load("[model]\ndecline_at_or_above = 0.7", &[]).unwrap();
+        assert_eq!(config.cutoffs(card).unwrap(), Cutoffs { approve_below: 0.3, decline_at_or_above: 0.7 });
+        let config = load("[model]\napprove_below = 0.6", &[]).unwrap();
+        assert!(config.cutoffs(card).is_err());
+    }
+}

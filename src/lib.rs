@@ -1,0 +1,43 @@
+//! A streaming credit-decision worker: consumes loan applications from Kafka, scores them with
+//! a LightGBM model, decides approve / review / decline, publishes decisions, dead-letters bad
+//! input and writes one audit row per decision to PostgreSQL.
+//!
+//! # Layout
+//!
+//! - [`config`]: TOML file + environment overrides → validated [`config::WorkerConfig`].
+//! - [`events`]: the Avro event types and their bundled schemas.
+//! - [`dataset`]: the German Credit CSV as typed applications (training and replay).
+//! - [`source`]: the Kafka consumer: batches of records, partition assignment.
+//! - [`decode`]: Confluent wire format → [`events::LoanApplication`], writer schemas from the registry.
+//! - [`features`]: validation and feature mapping from the model card (pure).
+//! - [`model`]: model directories, the model card, scoring threads, training.
+//! - [`decision`]: cutoffs → outcome, deterministic decision ids (pure).
+//! - [`process`]: one batch through decode → features → score → decide, on a scoring thread (pure CPU work).
+//! - [`offsets`]: which offsets may be stored once a batch is durable (pure).
+//! - [`publish`]: decisions and dead letters to Kafka.
+//! - [`audit`]: audit rows to PostgreSQL, idempotently.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`http`]: `/metrics`, `/health`, `/ready`.
+//! - [`worker`]: wires the stages together; `run(config, shutdown)`.
+//! - [`replay`]: turns the CSV into events on a topic (load generator, test driver).
+//! - [`registry_standin`]: a development stand-in for the Schema Registry REST subset we use.
+//! - [`summary`]: the end-of-run report printed by `make demo`.
+
+pub mod audit;
+pub mod config;
+pub mod dataset;
+pub mod decision;
+pub mod decode;
+pub mod events;
+pub mod features;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod offsets;
+pub mod process;
+pub mod publish;
+pub mod registry_standin;
+pub mod replay;
+pub mod source;
+pub mod summary;
+pub mod worker;

@@ -1,0 +1,186 @@
+//! `credit-worker`: the worker and its tools (train, replay, topics, registry stand-in, summary).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use credit_worker::config::{LogFormat, WorkerConfig};
+use credit_worker::model::train::{train, TrainOptions};
+use credit_worker::replay::{replay, ReplayOptions};
+use credit_worker::{registry_standin, summary, worker};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(version, about = "Streaming credit-decision worker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume applications, decide, publish, audit (until SIGTERM/SIGINT).
+    Worker {
+        /// TOML config file; CREDIT_WORKER__SECTION__KEY environment variables override it.
+        #[arg(long, env = "CREDIT_WORKER_CONFIG", default_value = "config/default.toml")]
+        config: PathBuf,
+    },
+    /// Train the LightGBM model and write a versioned model directory.
+    Train {
+        #[arg(long, default_value = "data/german_credit.csv")]
+        data: PathBuf,
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
+        #[arg(long, default_value = "credit-v1")]
+        version: String,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Share of rows held out for the reported AUC.
+        #[arg(long, default_value_t = 0.2)]
+        holdout_fraction: f64,
+    },
+    /// Produce LoanApplication events from the CSV.
+    Replay(ReplayOptions),
+    /// Create topics through the Kafka admin API (existing topics are left as they are).
+    CreateTopics {
+        #[arg(long, default_value = "127.0.0.1:19092")]
+        bootstrap_servers: String,
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        #[arg(required = true)]
+        topics: Vec<String>,
+    },
+    /// DEVELOPMENT STAND-IN for the Confluent Schema Registry REST subset (not for production).
+    RegistryStandin {
+        #[arg(long, default_value = "127.0.0.1:18081")]
+        listen: SocketAddr,
+        /// Persist registrations here so restarts keep schema ids.
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+    },
+    /// Print the run summary from the audit table and the worker's metrics.
+    Summary {
+        #[arg(long, env = "CREDIT_WORKER__DATABASE__URL", default_value = "postgres://postgres@127.0.0.1:5432/credit_worker")]
+        database_url: String,
+        #[arg(long, default_value = "http://127.0.0.1:9464/metrics")]
+        metrics_url: String,
+        /// Only audit rows whose application id starts with this.
+        #[arg(long)]
+        id_prefix: String,
+        /// Events the replayer produced, for the report.
+        #[arg(long)]
+        replayed: Option<u64>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Worker { config } => {
+            let environment: BTreeMap<String, String> = std::env::vars().collect();
+            let config = WorkerConfig::load(&config, &environment).context("loading configuration")?;
+            init_logging(config.log_format, &config.log_level);
+            worker::run(config, shutdown_on_signal()).await
+        }
+        Command::Train { data, models_dir, version, seed, holdout_fraction } => {
+            init_logging(LogFormat::Text, "info");
+            let report = train(&TrainOptions { data, models_dir, version, seed, holdout_fraction })?;
+            let metrics = &report.metrics;
+            println!("model written to {}", report.directory.display());
+            println!("  sha256          {}", report.model_sha256);
+            println!("  holdout AUC     {:.4} ({} rows; trained on {})", metrics.holdout_auc, metrics.holdout_rows, metrics.train_rows);
+            println!("  5-fold CV AUC   {:.4} (folds {:?})", metrics.cv5_auc_mean, rounded(&metrics.cv5_auc_folds));
+            Ok(())
+        }
+        Command::Replay(options) => {
+            init_logging(LogFormat::Text, "warn");
+            let report = replay(&options).await?;
+            let seconds = report.elapsed.as_secs_f64();
+            let total = report.valid + report.malformed;
+            println!(
+                "replayed {total} events ({} valid, {} malformed) to {} in {seconds:.2} s ({:.0} events/s)",
+                report.valid,
+                report.malformed,
+                options.topic,
+                total as f64 / seconds.max(1e-9)
+            );
+            Ok(())
+        }
+        Command::CreateTopics { bootstrap_servers, partitions, topics } => create_topics(&bootstrap_servers, partitions, &topics).await,
+        Command::RegistryStandin { listen, state_file } => {
+            init_logging(LogFormat::Text, "info");
+            let shutdown = shutdown_on_signal();
+            let bound = registry_standin::serve(listen, state_file, shutdown.clone()).await?;
+            tracing::info!(address = %bound, "schema registry DEVELOPMENT STAND-IN listening (not for production)");
+            shutdown.cancelled().await;
+            Ok(())
+        }
+        Command::Summary { database_url, metrics_url, id_prefix, replayed } => {
+            let pool = sqlx::PgPool::connect(&database_url).await.context("connecting to the audit database")?;
+            let mut report = summary::from_audit(&pool, &id_prefix).await?;
+            report.events_replayed = replayed;
+            let exposition = reqwest::get(&metrics_url).await.context("scraping the worker's metrics")?.text().await?;
+            summary::add_metrics(&mut report, &exposition);
+            print!("{}", summary::render(&report));
+            Ok(())
+        }
+    }
+}
+
+fn rounded(values: &[f64]) -> Vec<f64> {
+    values.iter().map(|value| (value * 1e4).round() / 1e4).collect()
+}
+
+async fn create_topics(bootstrap_servers: &str, partitions: i32, topics: &[String]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap_servers).create().context("creating the admin client")?;
+    let new_topics: Vec<NewTopic<'_>> =
+        topics.iter().map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(1))).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new_topics, &options).await.context("CreateTopics request")? {
+        match result {
+            Ok(topic) => println!("created topic {topic} ({partitions} partitions)"),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => println!("topic {topic} exists"),
+            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// A token cancelled on SIGTERM or SIGINT.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutdown requested");
+        cancel.cancel();
+    });
+    token
+}

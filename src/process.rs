@@ -1,0 +1,218 @@
+//! One batch through decode → validate/features → score → decide → encode, on a scoring
+//! thread. No I/O: every input record comes out as exactly one [`Outcome`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apache_avro::writer::datum::GenericDatumWriter;
+use chrono::{DateTime, TimeZone, Utc};
+use schema_registry_converter::avro_common::AvroSchema;
+use schema_registry_converter::schema_registry_common::get_payload;
+use serde_json::{Map, Value};
+
+use crate::decision::{decision_id, Cutoffs};
+use crate::decode::{split_frame, ApplicationDecoder, DecodeError};
+use crate::events::{LoanApplication, LoanDecision, LOAN_DECISION};
+use crate::features::{append_feature_vector, ValidationError};
+use crate::model::card::ModelCard;
+use crate::model::scorer::Scorer;
+
+/// A consumed Kafka record, owned.
+#[derive(Debug, Clone)]
+pub struct InputRecord {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub consumed_at: DateTime<Utc>,
+}
+
+/// What the batch needs besides its records.
+pub struct BatchContext {
+    pub card: Arc<ModelCard>,
+    pub cutoffs: Cutoffs,
+    /// Registry id of the LoanDecision schema.
+    pub decision_schema_id: u32,
+    /// Writer schemas of this batch's records, by id (unknown ids absent).
+    pub writer_schemas: HashMap<u32, Arc<AvroSchema>>,
+    /// Per-record failures found before this stage (schema lookup), by position in the batch.
+    pub early_failures: HashMap<usize, DecodeError>,
+}
+
+/// What became of one record.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Decided(Box<Decided>),
+    DeadLetter(DeadLetter),
+}
+
+/// A decision ready to publish and audit.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub decision: LoanDecision,
+    /// Confluent-framed Avro value for the decisions topic.
+    pub payload: Vec<u8>,
+    pub audit: AuditRow,
+}
+
+/// Why a record goes to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Fixed reason label.
+    pub kind: &'static str,
+    /// Human-readable reason; never applicant data.
+    pub message: String,
+}
+
+/// One audit row: everything needed to explain and reproduce the decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    pub decision_id: uuid::Uuid,
+    pub application_id: String,
+    pub model_version: String,
+    pub model_sha256: String,
+    pub decision: &'static str,
+    pub probability_of_default: f64,
+    pub approve_below: f64,
+    pub decline_at_or_above: f64,
+    /// Model inputs exactly as scored: feature name → value.
+    pub model_inputs: Value,
+    /// Monitoring-only protected attributes.
+    pub protected_attributes: Value,
+    pub schema_id: i32,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub event_time: DateTime<Utc>,
+    pub consumed_at: DateTime<Utc>,
+    pub processed_at: DateTime<Utc>,
+}
+
+impl From<DecodeError> for DeadLetter {
+    fn from(error: DecodeError) -> Self {
+        Self { kind: error.kind(), message: error.to_string() }
+    }
+}
+
+impl From<ValidationError> for DeadLetter {
+    fn from(error: ValidationError) -> Self {
+        Self { kind: error.kind(), message: error.to_string() }
+    }
+}
+
+struct Valid {
+    index: usize,
+    schema_id: u32,
+    application: LoanApplication,
+}
+
+/// Processes `records` in order; the result has one outcome per record, same positions.
+pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRecord]) -> Vec<Outcome> {
+    let decoder = ApplicationDecoder::new(&context.writer_schemas);
+    let width = context.card.features.len();
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+    let mut valid = Vec::with_capacity(records.len());
+    let mut rows = Vec::with_capacity(records.len() * width);
+    for (index, record) in records.iter().enumerate() {
+        match decode_and_map(&decoder, context, index, record, &mut rows) {
+            Ok(item) => valid.push(item),
+            Err(dead) => outcomes[index] = Some(Outcome::DeadLetter(dead)),
+        }
+    }
+    let processed_at = Utc::now();
+    for (position, item) in valid.into_iter().enumerate() {
+        let row = &rows[position * width..(position + 1) * width];
+        let index = item.index;
+        let record = &records[index];
+        outcomes[index] = Some(match scorer.score_row(row) {
+            Ok(probability) if probability.is_finite() => {
+                decide(context, record, item, row, probability, processed_at)
+            }
+            Ok(_) => Outcome::DeadLetter(DeadLetter { kind: "scoring_failed", message: "model returned a non-finite score".into() }),
+            Err(error) => Outcome::DeadLetter(DeadLetter { kind: "scoring_failed", message: error.to_string() }),
+        });
+    }
+    outcomes.into_iter().map(|outcome| outcome.expect("every record has an outcome")).collect()
+}
+
+fn decode_and_map(
+    decoder: &ApplicationDecoder<'_>,
+    context: &BatchContext,
+    index: usize,
+    record: &InputRecord,
+    rows: &mut Vec<f64>,
+) -> Result<Valid, DeadLetter> {
+    if let Some(error) = context.early_failures.get(&index) {
+        return Err(error.clone().into());
+    }
+    let (schema_id, body) = split_frame(record.value.as_deref())?;
+    let application = decoder.decode(schema_id, body)?;
+    if application.application_id.trim().is_empty() {
+        return Err(ValidationError::MissingField("application_id".into()).into());
+    }
+    append_feature_vector(&context.card.features, &application.credit_request, rows)?;
+    Ok(Valid { index, schema_id, application })
+}
+
+fn decide(
+    context: &BatchContext,
+    record: &InputRecord,
+    item: Valid,
+    row: &[f64],
+    probability: f64,
+    processed_at: DateTime<Utc>,
+) -> Outcome {
+    let card = &context.card;
+    let outcome = context.cutoffs.decide(probability);
+    let id = decision_id(&item.application.application_id, &card.model_sha256);
+    let event_time = Utc.timestamp_millis_opt(item.application.event_time).single().unwrap_or(processed_at);
+    let decision = LoanDecision {
+        decision_id: id.to_string(),
+        application_id: item.application.application_id.clone(),
+        decision: outcome,
+        probability_of_default: probability,
+        model_version: card.version.clone(),
+        model_sha256: card.model_sha256.clone(),
+        approve_below: context.cutoffs.approve_below,
+        decline_at_or_above: context.cutoffs.decline_at_or_above,
+        event_time: item.application.event_time,
+        processed_at: processed_at.timestamp_millis(),
+        source_topic: record.topic.to_string(),
+        source_partition: record.partition,
+        source_offset: record.offset,
+    };
+    let payload = match encode_decision(&decision, context.decision_schema_id) {
+        Ok(payload) => payload,
+        Err(error) => return Outcome::DeadLetter(DeadLetter { kind: "encode_failed", message: error }),
+    };
+    let model_inputs: Map<String, Value> =
+        card.features.iter().zip(row).map(|(spec, value)| (spec.name.clone(), Value::from(*value))).collect();
+    let audit = AuditRow {
+        decision_id: id,
+        application_id: decision.application_id.clone(),
+        model_version: card.version.clone(),
+        model_sha256: card.model_sha256.clone(),
+        decision: outcome.as_str(),
+        probability_of_default: probability,
+        approve_below: context.cutoffs.approve_below,
+        decline_at_or_above: context.cutoffs.decline_at_or_above,
+        model_inputs: Value::Object(model_inputs),
+        protected_attributes: serde_json::to_value(&item.application.protected_attributes).unwrap_or(Value::Null),
+        schema_id: item.schema_id as i32,
+        source_topic: decision.source_topic.clone(),
+        source_partition: record.partition,
+        source_offset: record.offset,
+        event_time,
+        consumed_at: record.consumed_at,
+        processed_at,
+    };
+    Outcome::Decided(Box::new(Decided { decision, payload, audit }))
+}
+
+/// Avro-encodes a decision with the Confluent header for `schema_id`.
+pub fn encode_decision(decision: &LoanDecision, schema_id: u32) -> Result<Vec<u8>, String> {
+    let writer = GenericDatumWriter::builder(&LOAN_DECISION).build().map_err(|error| error.to_string())?;
+    let body = writer.write_ser_to_vec(decision).map_err(|error| error.to_string())?;
+    Ok(get_payload(schema_id, body))
+}

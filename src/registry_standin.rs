@@ -1,0 +1,248 @@
+//! DEVELOPMENT STAND-IN for the subset of the Confluent Schema Registry REST API that the
+//! worker and the replayer use. Not for production: use Confluent Schema Registry, Karapace,
+//! Apicurio or Redpanda. No compatibility checks, no auth, no deletes, one process.
+//!
+//! Endpoints: `POST /subjects/{subject}/versions` (register; same schema → same id),
+//! `POST /subjects/{subject}` (look up), `GET /subjects`, `GET /subjects/{subject}/versions`,
+//! `GET /subjects/{subject}/versions/{version|latest}`, `GET /schemas/ids/{id}`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+/// Registered schemas: ids are positions in `schemas` + 1, versions positions in a subject's list + 1.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RegistryState {
+    schemas: Vec<String>,
+    subjects: BTreeMap<String, Vec<u32>>,
+}
+
+impl RegistryState {
+    /// Registers `schema` under `subject`; returns its id. Identical schemas share an id, and
+    /// registering a subject's existing schema again adds no version.
+    pub fn register(&mut self, subject: &str, schema: &str) -> Result<u32, String> {
+        let canonical = canonical(schema)?;
+        let id = match self.schemas.iter().position(|known| *known == canonical) {
+            Some(index) => index as u32 + 1,
+            None => {
+                self.schemas.push(canonical);
+                self.schemas.len() as u32
+            }
+        };
+        let versions = self.subjects.entry(subject.to_owned()).or_default();
+        if !versions.contains(&id) {
+            versions.push(id);
+        }
+        Ok(id)
+    }
+
+    /// The schema text with `id`.
+    pub fn schema(&self, id: u32) -> Option<&str> {
+        self.schemas.get((id as usize).checked_sub(1)?).map(String::as_str)
+    }
+
+    /// (version, id) of `subject`'s `version` ("latest" or a number).
+    pub fn version(&self, subject: &str, version: &str) -> Result<(u32, u32), ApiError> {
+        let versions = self.subjects.get(subject).ok_or(ApiError::SubjectNotFound)?;
+        let index = match version {
+            "latest" | "-1" => versions.len().checked_sub(1),
+            number => number.parse::<usize>().ok().and_then(|n| n.checked_sub(1)),
+        }
+        .filter(|index| *index < versions.len())
+        .ok_or(ApiError::VersionNotFound)?;
+        Ok((index as u32 + 1, versions[index]))
+    }
+}
+
+/// Avro schemas are compared by their parsed canonical form.
+fn canonical(schema: &str) -> Result<String, String> {
+    apache_avro::Schema::parse_str(schema)
+        .map(|parsed| parsed.canonical_form())
+        .map_err(|error| format!("invalid Avro schema: {error}"))
+}
+
+/// Error answers in the registry's format.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    SubjectNotFound,
+    VersionNotFound,
+    SchemaNotFound,
+    InvalidSchema(String),
+    Unsupported(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            Self::SubjectNotFound => (StatusCode::NOT_FOUND, 40401, "Subject not found".to_owned()),
+            Self::VersionNotFound => (StatusCode::NOT_FOUND, 40402, "Version not found".to_owned()),
+            Self::SchemaNotFound => (StatusCode::NOT_FOUND, 40403, "Schema not found".to_owned()),
+            Self::InvalidSchema(message) => (StatusCode::UNPROCESSABLE_ENTITY, 42201, message),
+            Self::Unsupported(message) => (StatusCode::UNPROCESSABLE_ENTITY, 42202, message),
+        };
+        answer(status, json!({ "error_code": code, "message": message }))
+    }
+}
+
+fn answer(status: StatusCode, body: Value) -> Response {
+    (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+}
+
+#[derive(Clone)]
+struct Shared {
+    state: Arc<Mutex<RegistryState>>,
+    state_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterRequest {
+    schema: String,
+    schema_type: Option<String>,
+    #[serde(default)]
+    references: Vec<Value>,
+}
+
+/// The stand-in's routes over `state`, persisted to `state_file` after each registration if given.
+pub fn router(state: RegistryState, state_file: Option<PathBuf>) -> Router {
+    Router::new()
+        .route("/subjects", get(list_subjects))
+        .route("/subjects/{subject}", post(lookup))
+        .route("/subjects/{subject}/versions", get(list_versions).post(register))
+        .route("/subjects/{subject}/versions/{version}", get(get_version))
+        .route("/schemas/ids/{id}", get(get_by_id))
+        .with_state(Shared { state: Arc::new(Mutex::new(state)), state_file })
+}
+
+/// Serves on `address` until `shutdown`; loads and persists `state_file` when given.
+pub async fn serve(address: SocketAddr, state_file: Option<PathBuf>, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
+    let state = match &state_file {
+        Some(path) if path.exists() => serde_json::from_slice(&std::fs::read(path)?)?,
+        _ => RegistryState::default(),
+    };
+    let listener = TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    let app = router(state, state_file);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    });
+    Ok(bound)
+}
+
+fn with_state<T>(shared: &Shared, f: impl FnOnce(&mut RegistryState) -> T) -> T {
+    let mut guard = shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(&mut guard)
+}
+
+async fn list_subjects(State(shared): State<Shared>) -> Response {
+    let subjects: Vec<String> = with_state(&shared, |state| state.subjects.keys().cloned().collect());
+    answer(StatusCode::OK, json!(subjects))
+}
+
+async fn list_versions(State(shared): State<Shared>, Path(subject): Path<String>) -> Result<Response, ApiError> {
+    let count = with_state(&shared, |state| state.subjects.get(&subject).map(Vec::len)).ok_or(ApiError::SubjectNotFound)?;
+    Ok(answer(StatusCode::OK, json!((1..=count).collect::<Vec<_>>())))
+}
+
+async fn register(
+    State(shared): State<Shared>,
+    Path(subject): Path<String>,
+    Json(request): Json<RegisterRequest>,
+) -> Result<Response, ApiError> {
+    check_request(&request)?;
+    let (id, snapshot) = with_state(&shared, |state| {
+        let id = state.register(&subject, &request.schema);
+        (id, shared.state_file.as_ref().map(|_| serde_json::to_vec(&*state).unwrap_or_default()))
+    });
+    let id = id.map_err(ApiError::InvalidSchema)?;
+    if let (Some(path), Some(bytes)) = (&shared.state_file, snapshot) {
+        if let Err(error) = std::fs::write(path, bytes) {
+            tracing::warn!(%error, "could not persist registry state");
+        }
+    }
+    Ok(answer(StatusCode::OK, json!({ "id": id })))
+}
+
+async fn lookup(
+    State(shared): State<Shared>,
+    Path(subject): Path<String>,
+    Json(request): Json<RegisterRequest>,
+) -> Result<Response, ApiError> {
+    check_request(&request)?;
+    let wanted = canonical(&request.schema).map_err(ApiError::InvalidSchema)?;
+    with_state(&shared, |state| {
+        let versions = state.subjects.get(&subject).ok_or(ApiError::SubjectNotFound)?;
+        let (index, id) = versions
+            .iter()
+            .enumerate()
+            .find(|(_, id)| state.schema(**id) == Some(wanted.as_str()))
+            .ok_or(ApiError::SchemaNotFound)?;
+        Ok(answer(StatusCode::OK, json!({ "subject": subject, "version": index + 1, "id": id, "schema": wanted })))
+    })
+}
+
+async fn get_version(State(shared): State<Shared>, Path((subject, version)): Path<(String, String)>) -> Result<Response, ApiError> {
+    with_state(&shared, |state| {
+        let (version, id) = state.version(&subject, &version)?;
+        let schema = state.schema(id).ok_or(ApiError::SchemaNotFound)?;
+        Ok(answer(StatusCode::OK, json!({ "subject": subject, "version": version, "id": id, "schema": schema })))
+    })
+}
+
+async fn get_by_id(State(shared): State<Shared>, Path(id): Path<u32>) -> Result<Response, ApiError> {
+    let schema = with_state(&shared, |state| state.schema(id).map(str::to_owned)).ok_or(ApiError::SchemaNotFound)?;
+    Ok(answer(StatusCode::OK, json!({ "schema": schema })))
+}
+
+fn check_request(request: &RegisterRequest) -> Result<(), ApiError> {
+    if request.schema_type.as_deref().is_some_and(|kind| kind != "AVRO") {
+        return Err(ApiError::Unsupported("the stand-in supports AVRO schemas only".into()));
+    }
+    if !request.references.is_empty() {
+        return Err(ApiError::Unsupported("the stand-in does not support schema references".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = r#"{"type":"record","name":"A","fields":[{"name":"x","type":"long"}]}"#;
+    const A_SPACED: &str = r#"{ "type": "record", "name": "A", "fields": [ {"name": "x", "type": "long"} ] }"#;
+    const B: &str = r#"{"type":"record","name":"B","fields":[{"name":"y","type":"string"}]}"#;
+
+    /// Ids are shared by identical schemas (whitespace aside), versions grow per subject only
+    /// for new schemas, and lookups answer with the registry's error codes.
+    #[test]
+    fn registration_ids_versions_and_errors() {
+        let mut state = RegistryState::default();
+        assert_eq!(state.register("s-value", A), Ok(1));
+        assert_eq!(state.register("s-value", A_SPACED), Ok(1));
+        assert_eq!(state.register("t-value", A), Ok(1));
+        assert_eq!(state.register("s-value", B), Ok(2));
+        assert_eq!(state.version("s-value", "latest"), Ok((2, 2)));
+        assert_eq!(state.version("s-value", "1"), Ok((1, 1)));
+        assert_eq!(state.version("t-value", "latest"), Ok((1, 1)));
+        assert_eq!(state.version("s-value", "3"), Err(ApiError::VersionNotFound));
+        assert_eq!(state.version("s-value", "0"), Err(ApiError::VersionNotFound));
+        assert_eq!(state.version("nope", "latest"), Err(ApiError::SubjectNotFound));
+        assert!(state.schema(2).unwrap().contains("\"B\""));
+        assert_eq!(state.schema(0), None);
+        assert_eq!(state.schema(3), None);
+        assert!(state.register("s-value", "{not avro").is_err());
+    }
+}

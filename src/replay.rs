@@ -1,0 +1,182 @@
+//! `replay`: turns the German Credit CSV into `LoanApplication` events on a topic, with unique
+//! ids, current event times, an optional rate limit, looping past the data set, and optional
+//! deliberately malformed records (for testing the dead-letter path).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::stream::{FuturesUnordered, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use schema_registry_converter::async_impl::avro::AvroEncoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+
+use crate::dataset::{read_german_credit, LabeledApplication};
+use crate::events::{LoanApplication, LOAN_APPLICATION_SCHEMA};
+
+/// Options of `credit-worker replay`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayOptions {
+    /// German Credit CSV to replay.
+    #[arg(long, default_value = "data/german_credit.csv")]
+    pub data: PathBuf,
+    /// Kafka bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:19092")]
+    pub bootstrap_servers: String,
+    /// Schema registry URL.
+    #[arg(long, default_value = "http://127.0.0.1:18081")]
+    pub schema_registry_url: String,
+    /// Topic to produce to.
+    #[arg(long, default_value = "loan-applications")]
+    pub topic: String,
+    /// Valid events to produce; past the data set's size the rows repeat (with new ids). Default: one pass.
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Events per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Prefix of application ids (`<prefix>-00000001`).
+    #[arg(long, default_value = "app")]
+    pub id_prefix: String,
+    /// Malformed records to add, cycling through every kind in [`MALFORMED_KINDS`].
+    #[arg(long, default_value_t = 0)]
+    pub malformed: usize,
+}
+
+/// Deliberately malformed records and the dead-letter reason each must get.
+pub const MALFORMED_KINDS: [(&str, &str); 11] = [
+    ("bad-magic", "bad_framing"),
+    ("short-header", "bad_framing"),
+    ("unknown-schema", "unknown_schema"),
+    ("truncated-avro", "avro_decode"),
+    ("missing-field", "missing_field"),
+    ("unknown-category", "unknown_category"),
+    ("zero-duration", "out_of_range"),
+    ("negative-amount", "out_of_range"),
+    ("nan-amount", "not_finite"),
+    ("empty-value", "empty_value"),
+    ("trailing-bytes", "trailing_bytes"),
+];
+
+/// What a replay produced.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayReport {
+    pub valid: usize,
+    pub malformed: usize,
+    pub elapsed: Duration,
+}
+
+/// Produces the events and waits until the broker acknowledged all of them.
+pub async fn replay(options: &ReplayOptions) -> Result<ReplayReport> {
+    let rows = read_german_credit(&options.data)?;
+    anyhow::ensure!(!rows.is_empty(), "{} has no rows", options.data.display());
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &options.bootstrap_servers)
+        .set("acks", "all")
+        .set("linger.ms", "10")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .context("creating the Kafka producer")?;
+    let registry = SrSettings::new_builder(options.schema_registry_url.clone())
+        .set_timeout(Duration::from_secs(5))
+        .build()
+        .context("schema registry settings")?;
+    let encoder = AvroEncoder::new(registry);
+    let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
+        options.topic.clone(),
+        false,
+        SuppliedSchema::new(None, SchemaType::Avro, LOAN_APPLICATION_SCHEMA.to_owned()),
+    );
+
+    let valid = options.count.unwrap_or(rows.len());
+    let total = valid + options.malformed;
+    let progress = ProgressBar::new(total as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} replay [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let mut in_flight = FuturesUnordered::new();
+    for index in 0..total {
+        if options.rate > 0.0 {
+            let due = started + Duration::from_secs_f64(index as f64 / options.rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let row = &rows[index % rows.len()];
+        let (key, value) = if index < valid {
+            let id = format!("{}-{:08}", options.id_prefix, index + 1);
+            let bytes = encoder.encode_struct(application(&id, row), &strategy).await.context("encoding an application")?;
+            (id, Some(bytes))
+        } else {
+            let (kind, _) = MALFORMED_KINDS[(index - valid) % MALFORMED_KINDS.len()];
+            let id = format!("{}-bad-{:05}-{kind}", options.id_prefix, index - valid + 1);
+            let bytes = malformed(kind, &id, row, &encoder, &strategy).await?;
+            (id, bytes)
+        };
+        let producer = &producer;
+        let topic = options.topic.as_str();
+        in_flight.push(async move {
+            let mut record = FutureRecord::<str, [u8]>::to(topic).key(&key);
+            if let Some(bytes) = &value {
+                record = record.payload(bytes.as_slice());
+            }
+            producer.send(record, Duration::from_secs(60)).await.map(|_| ()).map_err(|(error, _)| error)
+        });
+        while in_flight.len() >= 10_000 {
+            if let Some(result) = in_flight.next().await {
+                result.context("delivering an event")?;
+                progress.inc(1);
+            }
+        }
+    }
+    while let Some(result) = in_flight.next().await {
+        result.context("delivering an event")?;
+        progress.inc(1);
+    }
+    producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
+    progress.finish_and_clear();
+    Ok(ReplayReport { valid, malformed: options.malformed, elapsed: started.elapsed() })
+}
+
+fn application(id: &str, row: &LabeledApplication) -> LoanApplication {
+    LoanApplication {
+        application_id: id.to_owned(),
+        event_time: chrono::Utc::now().timestamp_millis(),
+        credit_request: row.credit_request.clone(),
+        protected_attributes: row.protected_attributes.clone(),
+    }
+}
+
+async fn malformed(
+    kind: &str,
+    id: &str,
+    row: &LabeledApplication,
+    encoder: &AvroEncoder,
+    strategy: &SubjectNameStrategy,
+) -> Result<Option<Vec<u8>>> {
+    let mut event = application(id, row);
+    let request = &mut event.credit_request;
+    match kind {
+        "missing-field" => request.credit_amount = None,
+        "unknown-category" => request.purpose = Some("space travel".into()),
+        "zero-duration" => request.duration_in_month = Some(0),
+        "negative-amount" => request.credit_amount = Some(-100.0),
+        "nan-amount" => request.credit_amount = Some(f64::NAN),
+        _ => {}
+    }
+    let mut bytes = encoder.encode_struct(&event, strategy).await.context("encoding an application")?;
+    match kind {
+        "bad-magic" => bytes[0] = 1,
+        "short-header" => bytes.truncate(3),
+        "unknown-schema" => bytes[1..5].copy_from_slice(&0x7fff_fff0u32.to_be_bytes()),
+        "truncated-avro" => bytes.truncate(5 + (bytes.len() - 5) / 2),
+        "trailing-bytes" => bytes.extend_from_slice(&[0x02, 0x04, 0x06]),
+        "empty-value" => return Ok(None),
+        _ => {}
+    }
+    Ok(Some(bytes))
+}

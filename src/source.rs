@@ -1,0 +1,141 @@
+//! The Kafka consumer: batches of owned records, offsets stored only when told, partition
+//! assignment tracked for readiness and metrics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use crate::http::Readiness;
+use crate::metrics::Metrics;
+use crate::process::InputRecord;
+
+/// Consumer callbacks: logs rebalances, commits stored offsets before partitions are revoked.
+pub struct SourceContext {
+    metrics: Metrics,
+    readiness: Arc<Readiness>,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            info!(partitions = partitions.count(), "partitions revoked; committing stored offsets");
+            if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+                warn!(%error, "commit on revoke failed (nothing stored yet is fine)");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let assigned = consumer.assignment().map(|list| list.count()).unwrap_or(0);
+        self.metrics.assigned_partitions.set(assigned as i64);
+        self.readiness.consumer_joined.store(true, Ordering::Release);
+        match rebalance {
+            Rebalance::Assign(partitions) => info!(assigned = partitions.count(), "partitions assigned"),
+            Rebalance::Revoke(_) => info!(remaining = assigned, "partitions revoked"),
+            Rebalance::Error(error) => warn!(%error, "rebalance error"),
+        }
+    }
+}
+
+/// Consumer of the input topic.
+pub struct Source {
+    consumer: StreamConsumer<SourceContext>,
+    topic: String,
+}
+
+impl Source {
+    /// Subscribes to `topic` in `group_id`. Auto-commit commits only offsets stored with [`Source::store`].
+    pub fn subscribe(
+        bootstrap_servers: &str,
+        group_id: &str,
+        topic: &str,
+        session_timeout_ms: u64,
+        client_properties: &BTreeMap<String, String>,
+        metrics: Metrics,
+        readiness: Arc<Readiness>,
+    ) -> Result<Self, KafkaError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", bootstrap_servers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
+            .set("partition.assignment.strategy", "range,roundrobin");
+        for (key, value) in client_properties {
+            config.set(key, value);
+        }
+        let context = SourceContext { metrics, readiness };
+        let consumer: StreamConsumer<SourceContext> = config.create_with_context(context)?;
+        consumer.subscribe(&[topic])?;
+        Ok(Self { consumer, topic: topic.to_owned() })
+    }
+
+    /// Waits for one record, then collects more until `max_records` or `max_wait` has passed.
+    pub async fn next_batch(&self, max_records: usize, max_wait: Duration) -> Vec<InputRecord> {
+        let mut batch = Vec::with_capacity(max_records);
+        let topic: Arc<str> = Arc::from(self.topic.as_str());
+        let first = loop {
+            match self.consumer.recv().await {
+                Ok(message) => break owned(&message, &topic),
+                Err(error) => {
+                    warn!(%error, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + max_wait;
+        while batch.len() < max_records {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(owned(&message, &topic)),
+                Ok(Err(error)) => warn!(%error, "consumer error"),
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Stores the next offsets to consume (committed by the next auto-commit or [`Source::commit`]).
+    /// Partitions no longer assigned are skipped: their records will be redelivered elsewhere.
+    pub fn store(&self, next_offsets: &BTreeMap<(String, i32), i64>) {
+        for ((topic, partition), offset) in next_offsets {
+            let mut list = TopicPartitionList::new();
+            if list.add_partition_offset(topic, *partition, Offset::Offset(*offset)).is_ok() {
+                if let Err(error) = self.consumer.store_offsets(&list) {
+                    warn!(%error, partition, "offset not stored (partition revoked?)");
+                }
+            }
+        }
+    }
+
+    /// Commits stored offsets now.
+    pub fn commit(&self) -> Result<(), KafkaError> {
+        self.consumer.commit_consumer_state(CommitMode::Sync)
+    }
+}
+
+fn owned(message: &rdkafka::message::BorrowedMessage<'_>, topic: &Arc<str>) -> InputRecord {
+    InputRecord {
+        topic: Arc::clone(topic),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        consumed_at: Utc::now(),
+    }
+}

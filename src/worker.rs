@@ -1,0 +1,364 @@
+//! The worker: wires source → decode → score → decide → publish + audit → offsets.
+//! Batches run one at a time; a batch's offsets are stored only after every record in it is
+//! durable (decision acknowledged and audit row committed, or dead letter acknowledged).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use schema_registry_converter::async_impl::schema_registry::{post_schema, SrSettings};
+use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::audit::AuditStore;
+use crate::config::WorkerConfig;
+use crate::decision::Cutoffs;
+use crate::decode::{split_frame, DecodeError, SchemaCache, SchemaLookupError};
+use crate::events::LOAN_DECISION_SCHEMA;
+use crate::http::{self, Readiness};
+use crate::metrics::Metrics;
+use crate::model::card::ModelCard;
+use crate::model::scorer::ScoringPool;
+use crate::model::ModelBundle;
+use crate::offsets::next_offsets;
+use crate::process::{process_batch, BatchContext, InputRecord, Outcome};
+use crate::publish::{Publication, Publisher};
+use crate::source::Source;
+
+/// Shutdown was requested while a batch could not be finished; its offsets were not stored.
+struct Abandoned;
+
+struct Worker {
+    config: WorkerConfig,
+    metrics: Metrics,
+    readiness: Arc<Readiness>,
+    card: Arc<ModelCard>,
+    cutoffs: Cutoffs,
+    pool: ScoringPool,
+    audit: AuditStore,
+    schemas: SchemaCache,
+    decision_schema_id: u32,
+    publisher: Publisher,
+    source: Source,
+    shutdown: CancellationToken,
+}
+
+/// Runs the worker until `shutdown` is cancelled, then drains, commits and returns.
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()> {
+    let metrics = Metrics::new();
+    let readiness = Arc::new(Readiness::default());
+    let bound = http::serve(config.http_listen, metrics.clone(), Arc::clone(&readiness), shutdown.clone())
+        .await
+        .with_context(|| format!("binding http.listen {}", config.http_listen))?;
+    info!(address = %bound, "http endpoint listening");
+
+    let bundle = ModelBundle::load(&config.model.directory)
+        .with_context(|| format!("loading model.directory {}", config.model.directory.display()))?;
+    let cutoffs = config.cutoffs(bundle.card.cutoffs)?;
+    let pool = ScoringPool::start(&bundle.model_text, config.model.scoring_threads)?;
+    metrics.model_info.with_label_values(&[&bundle.card.version, &bundle.card.model_sha256]).set(1);
+    readiness.model_loaded.store(true, Ordering::Release);
+    info!(version = %bundle.card.version, sha256 = %bundle.card.model_sha256, ?cutoffs, "model loaded");
+
+    let audit = AuditStore::connect_lazy(&config.database.url, config.database.max_connections)?;
+    let backoff = Backoff::new(config.retry_backoff());
+    if config.database.run_migrations {
+        retry_until(&shutdown, &backoff, "database migrations", || audit.migrate()).await?;
+    }
+    readiness.database_ok.store(true, Ordering::Release);
+
+    let registry = SrSettings::new_builder(config.schema_registry.url.clone())
+        .set_timeout(Duration::from_millis(config.schema_registry.timeout_ms))
+        .build()
+        .context("schema_registry settings")?;
+    let subject = format!("{}-value", config.kafka.decisions_topic);
+    let decision_schema_id = retry_until(&shutdown, &backoff, "registering the LoanDecision schema", || async {
+        let schema = SuppliedSchema::new(None, SchemaType::Avro, LOAN_DECISION_SCHEMA.to_owned());
+        post_schema(&registry, subject.clone(), schema).await.map(|registered| registered.id)
+    })
+    .await?;
+    readiness.schema_registry_ok.store(true, Ordering::Release);
+    info!(subject, id = decision_schema_id, "LoanDecision schema registered");
+
+    let kafka = &config.kafka;
+    let publisher = Publisher::new(&kafka.bootstrap_servers, &kafka.client_properties, &kafka.decisions_topic, &kafka.dead_letter_topic)?;
+    let source = Source::subscribe(
+        &kafka.bootstrap_servers,
+        &kafka.group_id,
+        &kafka.input_topic,
+        kafka.session_timeout_ms,
+        &kafka.client_properties,
+        metrics.clone(),
+        Arc::clone(&readiness),
+    )?;
+    info!(topic = %kafka.input_topic, group = %kafka.group_id, "subscribed");
+
+    let worker = Worker {
+        card: Arc::new(bundle.card),
+        cutoffs,
+        pool,
+        audit,
+        schemas: SchemaCache::new(registry),
+        decision_schema_id,
+        publisher,
+        source,
+        metrics,
+        readiness,
+        shutdown: shutdown.clone(),
+        config,
+    };
+    worker.run_loop().await
+}
+
+impl Worker {
+    async fn run_loop(self) -> Result<()> {
+        let max_records = self.config.pipeline.batch_max_records;
+        let max_wait = Duration::from_millis(self.config.pipeline.batch_max_wait_ms);
+        loop {
+            let batch = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                batch = self.source.next_batch(max_records, max_wait) => batch,
+            };
+            let span = info_span!("batch", records = batch.len());
+            if self.handle_batch(batch).instrument(span).await.is_err() {
+                warn!("shutdown during a failing batch: its offsets were not stored and it will be redelivered");
+                break;
+            }
+        }
+        info!("draining: committing stored offsets and flushing the producer");
+        if let Err(error) = self.source.commit() {
+            warn!(%error, "final commit (no new offsets is fine)");
+        }
+        self.publisher.flush(Duration::from_secs(10))?;
+        Ok(())
+    }
+
+    async fn handle_batch(&self, records: Vec<InputRecord>) -> Result<(), Abandoned> {
+        self.metrics.events_consumed.inc_by(records.len() as u64);
+        let started = Instant::now();
+        let context = self.batch_context(&records).await?;
+        self.observe_stage("decode_schemas", started);
+
+        let started = Instant::now();
+        let (records, outcomes) = self
+            .pool
+            .run(move |scorer| {
+                let outcomes = process_batch(scorer, &context, &records);
+                (records, outcomes)
+            })
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "scoring pool failed");
+                Abandoned
+            })?;
+        self.observe_stage("score", started);
+
+        self.write_durably(&records, &outcomes).await?;
+        self.source.store(&next_offsets(records.iter().map(|r| (&*r.topic, r.partition, r.offset))));
+        self.record_outcomes(&outcomes);
+        Ok(())
+    }
+
+    /// Writer schemas for the batch; unknown ids become per-record failures, an unreachable
+    /// registry is waited out (cached schemas never need it).
+    async fn batch_context(&self, records: &[InputRecord]) -> Result<BatchContext, Abandoned> {
+        let mut writer_schemas = HashMap::new();
+        let mut unknown: HashMap<u32, DecodeError> = HashMap::new();
+        let ids: HashSet<u32> = records.iter().filter_map(|r| split_frame(r.value.as_deref()).ok().map(|(id, _)| id)).collect();
+        let backoff = Backoff::new(self.config.retry_backoff());
+        for id in ids {
+            let mut attempt = 0;
+            loop {
+                match self.schemas.writer_schema(id).await {
+                    Ok(schema) => {
+                        writer_schemas.insert(id, schema);
+                        break;
+                    }
+                    Err(SchemaLookupError::Unknown(error)) => {
+                        unknown.insert(id, error);
+                        break;
+                    }
+                    Err(SchemaLookupError::Unavailable(reason)) => {
+                        self.readiness.schema_registry_ok.store(false, Ordering::Release);
+                        self.metrics.sink_retries.with_label_values(&["schema_registry"]).inc();
+                        warn!(schema_id = id, %reason, "schema registry unavailable; waiting");
+                        self.pause(&backoff, &mut attempt).await?;
+                    }
+                }
+            }
+        }
+        self.readiness.schema_registry_ok.store(true, Ordering::Release);
+        let early_failures = records
+            .iter()
+            .enumerate()
+            .filter_map(|(index, record)| {
+                let (id, _) = split_frame(record.value.as_deref()).ok()?;
+                unknown.get(&id).map(|error| (index, error.clone()))
+            })
+            .collect();
+        Ok(BatchContext {
+            card: Arc::clone(&self.card),
+            cutoffs: self.cutoffs,
+            decision_schema_id: self.decision_schema_id,
+            writer_schemas,
+            early_failures,
+        })
+    }
+
+    /// Publishes decisions and dead letters and writes audit rows, retrying each sink until it
+    /// succeeds (or shutdown). A sink that succeeded is not repeated.
+    async fn write_durably(&self, records: &[InputRecord], outcomes: &[Outcome]) -> Result<(), Abandoned> {
+        let publications: Vec<Publication<'_>> = records
+            .iter()
+            .zip(outcomes)
+            .map(|(record, outcome)| match outcome {
+                Outcome::Decided(decided) => {
+                    Publication::Decision { application_id: &decided.decision.application_id, payload: &decided.payload }
+                }
+                Outcome::DeadLetter(reason) => Publication::DeadLetter { record, reason },
+            })
+            .collect();
+        let rows: Vec<_> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                Outcome::Decided(decided) => Some(&decided.audit),
+                Outcome::DeadLetter(_) => None,
+            })
+            .collect();
+        let (mut published, mut audited) = (false, false);
+        let backoff = Backoff::new(self.config.retry_backoff());
+        let mut attempt = 0;
+        loop {
+            let started = Instant::now();
+            let publish = async {
+                if published {
+                    return Ok(());
+                }
+                let result = self.publisher.publish_all(&publications).await;
+                self.observe_stage("publish", started);
+                result
+            };
+            let write = async {
+                if audited {
+                    return Ok(0);
+                }
+                let result = self.audit.write_batch(&rows).await;
+                self.observe_stage("audit", started);
+                result
+            };
+            let (publish_result, audit_result) = tokio::join!(publish, write);
+            match publish_result {
+                Ok(()) => published = true,
+                Err(error) => {
+                    self.metrics.sink_retries.with_label_values(&["kafka"]).inc();
+                    warn!(%error, "publishing failed; retrying");
+                }
+            }
+            match audit_result {
+                Ok(inserted) => {
+                    if !audited {
+                        self.metrics.audit_rows_written.inc_by(inserted);
+                        self.metrics.audit_batch_rows.observe(rows.len() as f64);
+                    }
+                    audited = true;
+                    self.readiness.database_ok.store(true, Ordering::Release);
+                }
+                Err(error) => {
+                    self.metrics.sink_retries.with_label_values(&["postgres"]).inc();
+                    self.readiness.database_ok.store(false, Ordering::Release);
+                    warn!(%error, "audit write failed; retrying");
+                }
+            }
+            if published && audited {
+                return Ok(());
+            }
+            self.pause(&backoff, &mut attempt).await?;
+        }
+    }
+
+    fn record_outcomes(&self, outcomes: &[Outcome]) {
+        let now = chrono::Utc::now();
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Decided(decided) => {
+                    self.metrics.decisions.with_label_values(&[decided.decision.decision.as_str()]).inc();
+                    let audit = &decided.audit;
+                    let since_event = (now - audit.event_time).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    let since_consume = (now - audit.consumed_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    self.metrics.event_to_decision_seconds.observe(since_event.max(0.0));
+                    self.metrics.consume_to_decision_seconds.observe(since_consume.max(0.0));
+                }
+                Outcome::DeadLetter(reason) => self.metrics.dead_letters.with_label_values(&[reason.kind]).inc(),
+            }
+        }
+    }
+
+    fn observe_stage(&self, stage: &str, started: Instant) {
+        self.metrics.stage_seconds.with_label_values(&[stage]).observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn pause(&self, backoff: &Backoff, attempt: &mut u32) -> Result<(), Abandoned> {
+        let delay = backoff.delay(*attempt);
+        *attempt += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = self.shutdown.cancelled() => Err(Abandoned),
+        }
+    }
+}
+
+/// Exponential backoff between bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Backoff from `bounds.0` doubling up to `bounds.1`.
+    pub fn new(bounds: (Duration, Duration)) -> Self {
+        Self { initial: bounds.0, max: bounds.1 }
+    }
+
+    /// Delay before retry number `attempt` (0-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.initial.saturating_mul(1u32 << attempt.min(20)).min(self.max)
+    }
+}
+
+async fn retry_until<T, E, F, Fut>(shutdown: &CancellationToken, backoff: &Backoff, what: &str, mut operation: F) -> Result<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 0;
+    loop {
+        match operation().await {
+            Ok(value) => return Ok(value),
+            Err(error) => warn!(%error, attempt, "{what} failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.delay(attempt)) => {}
+            _ = shutdown.cancelled() => anyhow::bail!("shutdown before {what} succeeded"),
+        }
+        attempt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Delays double from the initial value and stop at the maximum.
+    #[test]
+    fn backoff_doubles_then_caps() {
+        let backoff = Backoff::new((Duration::from_millis(100), Duration::from_millis(1000)));
+        let delays: Vec<u128> = (0..6).map(|attempt| backoff.delay(attempt).as_millis()).collect();
+        assert_eq!(delays, vec![100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff.delay(u32::MAX), Duration::from_millis(1000));
+    }
+}

@@ -1,0 +1,296 @@
+//! Shared helpers for tests against the local stack (Tansu, PostgreSQL, the registry stand-in).
+//! Each test gets its own topics, consumer group and database, so tests run side by side.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub const BOOTSTRAP: &str = "127.0.0.1:19092";
+pub const REGISTRY: &str = "http://127.0.0.1:18081";
+pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn worker_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_credit-worker")
+}
+
+/// Brings the local stack up once per test process (the script is idempotent and locked).
+pub fn stack() {
+    static UP: OnceLock<()> = OnceLock::new();
+    UP.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(repo_root().join("scripts/stack.sh"))
+            .arg("up")
+            .env("CREDIT_WORKER_BIN", worker_binary())
+            .stdout(Stdio::null())
+            .status()
+            .expect("running scripts/stack.sh");
+        assert!(status.success(), "scripts/stack.sh up failed");
+    });
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000_000)
+}
+
+/// Creates topics with `partitions` partitions through the admin API.
+pub async fn create_topics(topics: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", BOOTSTRAP).create().expect("admin client");
+    let new_topics: Vec<NewTopic<'_>> =
+        topics.iter().map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(1))).collect();
+    for result in admin.create_topics(&new_topics, &AdminOptions::new()).await.expect("create topics") {
+        result.expect("topic created");
+    }
+}
+
+/// Creates an empty database and returns its URL.
+pub async fn create_database(name: &str) -> String {
+    let pool = sqlx::PgPool::connect(POSTGRES_ADMIN_URL).await.expect("postgres reachable");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&pool).await.expect("create database");
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Topics, group and database of one worker deployment under test.
+#[derive(Clone, Debug)]
+pub struct Deployment {
+    pub input_topic: String,
+    pub decisions_topic: String,
+    pub dead_letter_topic: String,
+    pub group_id: String,
+    pub database_url: String,
+}
+
+impl Deployment {
+    /// Creates fresh topics (`partitions` each) and a fresh database.
+    pub async fn create(name: &str, partitions: i32) -> Self {
+        stack();
+        let base = unique(name);
+        let deployment = Self {
+            input_topic: format!("{base}-applications"),
+            decisions_topic: format!("{base}-decisions"),
+            dead_letter_topic: format!("{base}-dlq"),
+            group_id: format!("{base}-group"),
+            database_url: create_database(&base.replace('-', "_")).await,
+        };
+        create_topics(&[&deployment.input_topic, &deployment.decisions_topic, &deployment.dead_letter_topic], partitions)
+            .await;
+        deployment
+    }
+
+    /// Environment overrides pointing a worker at this deployment.
+    pub fn worker_env(&self, http_port: u16) -> HashMap<String, String> {
+        [
+            ("CREDIT_WORKER__KAFKA__INPUT_TOPIC", self.input_topic.clone()),
+            ("CREDIT_WORKER__KAFKA__DECISIONS_TOPIC", self.decisions_topic.clone()),
+            ("CREDIT_WORKER__KAFKA__DEAD_LETTER_TOPIC", self.dead_letter_topic.clone()),
+            ("CREDIT_WORKER__KAFKA__GROUP_ID", self.group_id.clone()),
+            ("CREDIT_WORKER__DATABASE__URL", self.database_url.clone()),
+            ("CREDIT_WORKER__HTTP__LISTEN", format!("127.0.0.1:{http_port}")),
+            ("CREDIT_WORKER__MODEL__DIRECTORY", repo_root().join("models/credit-v1").display().to_string()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect()
+    }
+}
+
+/// A worker running as a separate process; killed on drop.
+pub struct WorkerProcess {
+    child: Child,
+    pub http_port: u16,
+    pub log: PathBuf,
+}
+
+impl WorkerProcess {
+    /// Starts `credit-worker worker` with the default config plus `env`, logging to a file.
+    pub fn start(deployment: &Deployment, extra_env: &[(&str, &str)]) -> Self {
+        let http_port = free_port();
+        let log_dir = repo_root().join("target/test-logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log = log_dir.join(format!("{}-{http_port}.log", deployment.group_id));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(worker_binary());
+        command
+            .current_dir(repo_root())
+            .args(["worker", "--config", "config/default.toml"])
+            .envs(deployment.worker_env(http_port))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("starting the worker");
+        Self { child, http_port, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub async fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("worker exited with {status}; log: {}", self.log_text());
+            }
+            if let Ok(response) = reqwest::get(self.url("/ready")).await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("worker not ready after {timeout:?}; log: {}", self.log_text());
+    }
+
+    /// The value of an unlabelled counter (or the sum over a labelled family).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+            .filter(|line| line[name.len()..].starts_with([' ', '{']))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited cleanly.
+    pub fn terminate(mut self, timeout: Duration) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Option<Vec<u8>>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Reads `topic` from the beginning (no group) until `expected` records arrived or `timeout`.
+pub fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BOOTSTRAP)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        assignment.add_partition_offset(topic, partition.id(), Offset::Beginning).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut records = Vec::new();
+    while records.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            records.push(ReadRecord {
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
+                value: message.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+        }
+    }
+    records
+}
+
+/// High watermark per partition of `topic`.
+pub fn end_offsets(topic: &str) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", BOOTSTRAP).create().unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|partition| {
+            let (_, high) = consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10)).unwrap();
+            (partition.id(), high)
+        })
+        .collect()
+}
+
+/// Offsets committed by `group` for `topic` (partition → offset; absent = none committed).
+pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", BOOTSTRAP).set("group.id", group).create().unwrap();
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .filter_map(|element| match element.offset() {
+            Offset::Offset(offset) => Some((element.partition(), offset)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The path of the committed model directory.
+pub fn model_dir() -> PathBuf {
+    repo_root().join("models/credit-v1")
+}
+
+/// The data set path.
+pub fn data_path() -> PathBuf {
+    repo_root().join("data/german_credit.csv")
+}
+

@@ -1,0 +1,144 @@
+//! End to end on the local stack: the worker as a separate process, the replayer producing
+//! the whole data set plus malformed records, assertions on topics, the audit table and the
+//! consumer group's committed offsets.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use common::*;
+use credit_worker::events::{LoanDecision, LOAN_DECISION};
+use credit_worker::model::ModelBundle;
+use credit_worker::replay::{replay, ReplayOptions, MALFORMED_KINDS};
+use sqlx::Row;
+
+const PARTITIONS: i32 = 4;
+
+fn replay_options(deployment: &Deployment, prefix: &str, malformed: usize) -> ReplayOptions {
+    ReplayOptions {
+        data: data_path(),
+        bootstrap_servers: BOOTSTRAP.into(),
+        schema_registry_url: REGISTRY.into(),
+        topic: deployment.input_topic.clone(),
+        count: None,
+        rate: 0.0,
+        id_prefix: prefix.into(),
+        malformed,
+    }
+}
+
+fn decode_decision(value: &[u8]) -> LoanDecision {
+    assert_eq!(value[0], 0, "Confluent magic byte");
+    let reader = apache_avro::GenericDatumReader::builder(&LOAN_DECISION).build().unwrap();
+    let datum = reader.read_value(&mut &value[5..]).unwrap();
+    apache_avro::from_value(&datum).unwrap()
+}
+
+/// All 1000 applications are decided exactly once on the topic and in the audit table, each
+/// malformed record reaches the dead-letter topic with its reason, offsets are committed, and a
+/// restarted worker processes nothing twice. The worker's probabilities equal LightGBM's own
+/// batch prediction from the same model file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_data_set_is_decided_once_audited_and_committed() {
+    let deployment = Deployment::create("e2e", PARTITIONS).await;
+    let mut worker = WorkerProcess::start(&deployment, &[]);
+    worker.wait_ready(Duration::from_secs(60)).await;
+
+    let malformed = MALFORMED_KINDS.len();
+    let report = replay(&replay_options(&deployment, "e2e", malformed)).await.expect("replay");
+    assert_eq!(report.valid, 1000);
+
+    let decisions = read_topic(&deployment.decisions_topic, 1000, Duration::from_secs(120));
+    let dead_letters = read_topic(&deployment.dead_letter_topic, malformed, Duration::from_secs(30));
+    assert_eq!(decisions.len(), 1000, "decisions on the topic; worker log: {}", worker.log_text());
+    assert_eq!(dead_letters.len(), malformed);
+
+    let decided: Vec<LoanDecision> = decisions.iter().map(|record| decode_decision(record.value.as_ref().unwrap())).collect();
+    let ids: HashSet<&str> = decided.iter().map(|decision| decision.application_id.as_str()).collect();
+    let expected_ids: HashSet<String> = (1..=1000).map(|index| format!("e2e-{index:08}")).collect();
+    assert_eq!(ids, expected_ids.iter().map(String::as_str).collect());
+    for (record, decision) in decisions.iter().zip(&decided) {
+        assert_eq!(record.key.as_deref(), Some(decision.application_id.as_str()), "keyed by application id");
+    }
+
+    let expected_reasons: HashMap<String, &str> = MALFORMED_KINDS
+        .iter()
+        .enumerate()
+        .map(|(index, (kind, reason))| (format!("e2e-bad-{:05}-{kind}", index + 1), *reason))
+        .collect();
+    for record in &dead_letters {
+        let key = record.key.clone().expect("dead letters keep the original key");
+        assert_eq!(record.headers.get("dlq.error.kind").map(String::as_str), expected_reasons.get(&key).copied(), "{key}");
+        assert!(!record.headers["dlq.error.message"].is_empty());
+        assert_eq!(record.headers["dlq.source.topic"], deployment.input_topic);
+    }
+
+    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    let count = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM decision_audit").fetch_one(&pool).await.unwrap()
+    };
+    assert_eq!(count(pool.clone()).await, 1000);
+
+    // Probabilities equal LightGBM's batch prediction (PredictForMat) on the audited inputs.
+    let bundle = ModelBundle::load(&model_dir()).unwrap();
+    let names = bundle.feature_names();
+    let rows = sqlx::query("SELECT application_id, model_inputs, probability_of_default, model_sha256 FROM decision_audit ORDER BY application_id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let mut matrix = Vec::new();
+    for row in &rows {
+        let inputs: serde_json::Value = row.get(1);
+        matrix.extend(names.iter().map(|name| inputs[name].as_f64().expect("numeric input")));
+        assert_eq!(row.get::<String, _>(3), bundle.card.model_sha256);
+    }
+    let booster = lightgbm3::Booster::from_file(model_dir().join("model.txt").to_str().unwrap()).unwrap();
+    let expected = booster.predict_with_params(&matrix, names.len() as i32, true, "num_threads=1").unwrap();
+    for (row, expected) in rows.iter().zip(&expected) {
+        let audited: f64 = row.get(2);
+        assert_eq!(audited.to_bits(), expected.to_bits(), "{}", row.get::<String, _>(0));
+    }
+
+    // Offsets: every input record is committed once the worker stops.
+    assert!(worker.terminate(Duration::from_secs(30)), "clean exit on SIGTERM");
+    let ends = end_offsets(&deployment.input_topic);
+    let committed = committed_offsets(&deployment.group_id, &deployment.input_topic, PARTITIONS);
+    let ends: BTreeMap<i32, i64> = ends.into_iter().filter(|(_, end)| *end > 0).collect();
+    assert_eq!(committed.into_iter().filter(|(partition, _)| ends.contains_key(partition)).collect::<BTreeMap<_, _>>(), ends);
+
+    // Restart: the group resumes at the committed offsets; nothing is consumed or written again.
+    let mut restarted = WorkerProcess::start(&deployment, &[]);
+    restarted.wait_ready(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(restarted.metric("credit_worker_events_consumed_total").await, 0.0);
+    assert_eq!(count(pool.clone()).await, 1000);
+    assert_eq!(read_topic(&deployment.decisions_topic, 1001, Duration::from_secs(3)).len(), 1000);
+    assert!(restarted.terminate(Duration::from_secs(30)));
+}
+
+/// A replayed input (same application id, same model) never makes a second audit row, even when
+/// the committed offsets are lost: a new consumer group re-reads the topic, republishes
+/// (at-least-once) but the audit table keeps one row per application and model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reprocessing_the_topic_adds_no_audit_rows() {
+    let deployment = Deployment::create("idem", 2).await;
+    let options = ReplayOptions { count: Some(200), ..replay_options(&deployment, "idem", 0) };
+    replay(&options).await.expect("replay");
+
+    let mut first = WorkerProcess::start(&deployment, &[]);
+    first.wait_ready(Duration::from_secs(60)).await;
+    assert_eq!(read_topic(&deployment.decisions_topic, 200, Duration::from_secs(60)).len(), 200);
+    assert!(first.terminate(Duration::from_secs(30)));
+
+    let other_group = Deployment { group_id: unique("idem-second-group"), ..deployment.clone() };
+    let mut second = WorkerProcess::start(&other_group, &[]);
+    second.wait_ready(Duration::from_secs(60)).await;
+    assert_eq!(read_topic(&deployment.decisions_topic, 400, Duration::from_secs(60)).len(), 400, "republished");
+    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT application_id) FROM decision_audit").fetch_one(&pool).await.unwrap();
+    assert_eq!((rows, distinct), (200, 200));
+    assert_eq!(second.metric("credit_worker_audit_rows_written_total").await, 0.0);
+    assert!(second.terminate(Duration::from_secs(30)));
+}
