@@ -59,7 +59,7 @@ start_tansu() {
     --listener-url "tcp://127.0.0.1:$kafka_port" \
     --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
     --storage-engine "memory://tansu/" \
-    >"$state/logs/tansu.log" 2>&1 &
+    >"$state/logs/tansu.log" 2>&1 9>&- &
   echo $! >"$state/run/tansu.pid"
   wait_port $kafka_port Tansu
 }
@@ -69,7 +69,7 @@ start_registry() {
   [ -x "$bin" ] || { log "missing $bin: build it first (cargo build)"; return 1; }
   log "starting the schema registry development stand-in on 127.0.0.1:$registry_port"
   nohup "$bin" registry-standin --listen "127.0.0.1:$registry_port" --state-file "$state/registry.json" \
-    >"$state/logs/registry.log" 2>&1 &
+    >"$state/logs/registry.log" 2>&1 9>&- &
   echo $! >"$state/run/registry.pid"
   wait_port $registry_port "registry stand-in"
 }

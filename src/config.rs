@@ -208,7 +208,11 @@ impl RawConfig {
     /// Checks every value; the error names the first bad key.
     pub fn validate(self) -> Result<WorkerConfig, ConfigError> {
         let non_empty = |key: &'static str, value: &str| {
-            if value.trim().is_empty() { Err(invalid(key, "must not be empty")) } else { Ok(()) }
+            if value.trim().is_empty() {
+                Err(invalid(key, "must not be empty"))
+            } else {
+                Ok(())
+            }
         };
         non_empty("kafka.bootstrap_servers", &self.kafka.bootstrap_servers)?;
         non_empty("kafka.group_id", &self.kafka.group_id)?;
@@ -253,14 +257,18 @@ impl RawConfig {
         if !(1..=50_000).contains(&self.pipeline.batch_max_records) {
             return Err(invalid("pipeline.batch_max_records", "must be between 1 and 50000"));
         }
-        if self.pipeline.retry_initial_backoff_ms == 0 || self.pipeline.retry_max_backoff_ms < self.pipeline.retry_initial_backoff_ms {
-            return Err(invalid("pipeline.retry_max_backoff_ms", "need 0 < retry_initial_backoff_ms <= retry_max_backoff_ms"));
+        if self.pipeline.retry_initial_backoff_ms == 0
+            || self.pipeline.retry_max_backoff_ms < self.pipeline.retry_initial_backoff_ms
+        {
+            return Err(invalid(
+                "pipeline.retry_max_backoff_ms",
+                "need 0 < retry_initial_backoff_ms <= retry_max_backoff_ms",
+            ));
         }
-        let http_listen = self
-            .http
-            .listen
-            .parse()
-            .map_err(|_| invalid("http.listen", format!("`{}` is not a host:port socket address", self.http.listen)))?;
+        let http_listen =
+            self.http.listen.parse().map_err(|_| {
+                invalid("http.listen", format!("`{}` is not a host:port socket address", self.http.listen))
+            })?;
         let log_format = match self.logging.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -306,13 +314,16 @@ mod tests {
     /// Environment entries override file values, nested by `__`, typed by content; others are ignored.
     #[test]
     fn environment_overrides_nested_keys() {
-        let config = load("", &[
-            ("CREDIT_WORKER__KAFKA__BOOTSTRAP_SERVERS", "broker:29092"),
-            ("CREDIT_WORKER__PIPELINE__BATCH_MAX_RECORDS", "42"),
-            ("CREDIT_WORKER__MODEL__APPROVE_BELOW", "0.2"),
-            ("CREDIT_WORKER__KAFKA__CLIENT_PROPERTIES__SECURITY.PROTOCOL", "SSL"),
-            ("UNRELATED", "x"),
-        ])
+        let config = load(
+            "",
+            &[
+                ("CREDIT_WORKER__KAFKA__BOOTSTRAP_SERVERS", "broker:29092"),
+                ("CREDIT_WORKER__PIPELINE__BATCH_MAX_RECORDS", "42"),
+                ("CREDIT_WORKER__MODEL__APPROVE_BELOW", "0.2"),
+                ("CREDIT_WORKER__KAFKA__CLIENT_PROPERTIES__SECURITY.PROTOCOL", "SSL"),
+                ("UNRELATED", "x"),
+            ],
+        )
         .unwrap();
         assert_eq!(config.kafka.bootstrap_servers, "broker:29092");
         assert_eq!(config.pipeline.batch_max_records, 42);

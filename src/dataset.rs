@@ -44,8 +44,7 @@ struct Row {
 
 /// Reads every row of the CSV at `path`.
 pub fn read_german_credit(path: &Path) -> Result<Vec<LabeledApplication>> {
-    let mut reader = csv::Reader::from_path(path)
-        .with_context(|| format!("opening data set {}", path.display()))?;
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("opening data set {}", path.display()))?;
     let mut rows = Vec::new();
     for (index, row) in reader.deserialize::<Row>().enumerate() {
         let row = row.with_context(|| format!("{}: row {}", path.display(), index + 2))?;

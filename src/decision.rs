@@ -21,7 +21,9 @@ pub struct Cutoffs {
 
 /// Invalid cutoffs.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("cutoffs must satisfy 0 <= approve_below ({approve_below}) <= decline_at_or_above ({decline_at_or_above}) <= 1")]
+#[error(
+    "cutoffs must satisfy 0 <= approve_below ({approve_below}) <= decline_at_or_above ({decline_at_or_above}) <= 1"
+)]
 pub struct CutoffsError {
     approve_below: f64,
     decline_at_or_above: f64,
@@ -36,10 +38,7 @@ impl Cutoffs {
         if ordered {
             Ok(self)
         } else {
-            Err(CutoffsError {
-                approve_below: self.approve_below,
-                decline_at_or_above: self.decline_at_or_above,
-            })
+            Err(CutoffsError { approve_below: self.approve_below, decline_at_or_above: self.decline_at_or_above })
         }
     }
 

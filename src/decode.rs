@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -55,22 +56,36 @@ pub fn split_frame(value: Option<&[u8]>) -> Result<(u32, &[u8]), DecodeError> {
     }
 }
 
+/// How a body written with one schema id is read.
+enum BodyReader<'s> {
+    /// The writer schema is the bundled one: strict schema-aware deserialisation straight into the type.
+    Direct(GenericDatumReader<'s>),
+    /// Another (compatible) writer schema: read with it, check the encoding round-trips (the
+    /// generic reader treats end of input inside a union or string as null), resolve to ours.
+    Resolving { reader: GenericDatumReader<'s>, writer: GenericDatumWriter<'s> },
+}
+
 /// Builds the readers for a set of writer schemas and decodes bodies with them.
 pub struct ApplicationDecoder<'s> {
-    readers: HashMap<u32, GenericDatumReader<'s>>,
+    readers: HashMap<u32, BodyReader<'s>>,
 }
 
 impl<'s> ApplicationDecoder<'s> {
-    /// Prepares a reader (writer schema resolved against the bundled reader schema) per schema id.
-    pub fn new(writer_schemas: &'s HashMap<u32, Arc<AvroSchema>>) -> Self {
+    /// Prepares a reader per (schema id, writer schema); a schema that cannot be prepared fails its records.
+    pub fn new(writer_schemas: impl IntoIterator<Item = (u32, &'s Schema)>) -> Self {
+        let reader_form = LOAN_APPLICATION.canonical_form();
         let readers = writer_schemas
-            .iter()
-            .filter_map(|(id, schema)| {
-                GenericDatumReader::builder(&schema.parsed)
-                    .reader_schema(&LOAN_APPLICATION)
-                    .build()
-                    .ok()
-                    .map(|reader| (*id, reader))
+            .into_iter()
+            .filter_map(|(id, writer_schema)| {
+                let reader = if writer_schema.canonical_form() == reader_form {
+                    BodyReader::Direct(GenericDatumReader::builder(writer_schema).build().ok()?)
+                } else {
+                    BodyReader::Resolving {
+                        reader: GenericDatumReader::builder(writer_schema).build().ok()?,
+                        writer: GenericDatumWriter::builder(writer_schema).build().ok()?,
+                    }
+                };
+                Some((id, reader))
             })
             .collect();
         Self { readers }
@@ -80,27 +95,35 @@ impl<'s> ApplicationDecoder<'s> {
     pub fn decode(&self, schema_id: u32, body: &[u8]) -> Result<LoanApplication, DecodeError> {
         let reader = self.readers.get(&schema_id).ok_or_else(|| DecodeError::IncompatibleSchema {
             id: schema_id,
-            reason: "writer schema does not resolve against LoanApplication".into(),
+            reason: "writer schema cannot be prepared for reading".into(),
         })?;
         let mut remaining = body;
-        let value = reader.read_value(&mut remaining).map_err(|error| classify(schema_id, &error))?;
+        let application = match reader {
+            BodyReader::Direct(reader) => reader
+                .read_deser::<LoanApplication>(&mut remaining)
+                .map_err(|error| DecodeError::Avro(error.to_string()))?,
+            BodyReader::Resolving { reader, writer } => {
+                let value = reader.read_value(&mut remaining).map_err(|error| DecodeError::Avro(error.to_string()))?;
+                let consumed = &body[..body.len() - remaining.len()];
+                let mut encoded = Vec::with_capacity(body.len());
+                let round_trips = writer.write_value_ref(&mut encoded, &value).is_ok() && encoded == consumed;
+                if !round_trips {
+                    return Err(DecodeError::Avro("body is truncated or not canonically encoded".into()));
+                }
+                let resolved = value.resolve(&LOAN_APPLICATION).map_err(|error| classify(schema_id, &error))?;
+                apache_avro::from_value(&resolved)
+                    .map_err(|error| DecodeError::IncompatibleSchema { id: schema_id, reason: error.to_string() })?
+            }
+        };
         if !remaining.is_empty() {
             return Err(DecodeError::TrailingBytes(remaining.len()));
         }
-        apache_avro::from_value(&value).map_err(|error| DecodeError::IncompatibleSchema {
-            id: schema_id,
-            reason: error.to_string(),
-        })
+        Ok(application)
     }
 }
 
 fn classify(schema_id: u32, error: &apache_avro::Error) -> DecodeError {
-    let text = error.to_string();
-    if text.contains("resolve") || text.contains("Resolve") {
-        DecodeError::IncompatibleSchema { id: schema_id, reason: text }
-    } else {
-        DecodeError::Avro(text)
-    }
+    DecodeError::IncompatibleSchema { id: schema_id, reason: error.to_string() }
 }
 
 /// Looking up a writer schema failed.
@@ -142,6 +165,7 @@ impl SchemaCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::{CreditRequest, ProtectedAttributes, LOAN_APPLICATION_SCHEMA};
 
     /// Framing: valid header, wrong magic, short header, empty and missing values.
     #[test]
@@ -152,5 +176,62 @@ mod tests {
         assert_eq!(split_frame(Some(&[0, 0, 0])).unwrap_err().kind(), "bad_framing");
         assert_eq!(split_frame(Some(&[])), Err(DecodeError::EmptyValue));
         assert_eq!(split_frame(None), Err(DecodeError::EmptyValue));
+    }
+
+    fn application() -> LoanApplication {
+        LoanApplication {
+            application_id: "a-1".into(),
+            event_time: 1_700_000_000_000,
+            credit_request: CreditRequest {
+                duration_in_month: Some(6),
+                purpose: Some("business".into()),
+                ..CreditRequest::default()
+            },
+            protected_attributes: ProtectedAttributes { foreign_worker: Some("no".into()), ..Default::default() },
+        }
+    }
+
+    fn registered(id: u32, schema: &str) -> HashMap<u32, Schema> {
+        [(id, Schema::parse_str(schema).unwrap())].into_iter().collect()
+    }
+
+    /// A newer writer schema: the same record with one more optional field at the end.
+    fn evolved_schema() -> String {
+        LOAN_APPLICATION_SCHEMA.replacen(
+            r#"{"name": "application_id", "type": "string""#,
+            r#"{"name": "channel", "type": ["null", "string"], "default": null},
+    {"name": "application_id", "type": "string""#,
+            1,
+        )
+    }
+
+    /// Bodies written with the bundled schema and with an evolved one decode to the same
+    /// application; every truncation of either is rejected, never read as nulls.
+    #[test]
+    fn decodes_both_paths_and_rejects_every_truncation() {
+        let same = registered(1, LOAN_APPLICATION_SCHEMA);
+        let evolved_text = evolved_schema();
+        assert_ne!(evolved_text, LOAN_APPLICATION_SCHEMA);
+        let evolved = registered(2, &evolved_text);
+        let direct_body =
+            GenericDatumWriter::builder(&LOAN_APPLICATION).build().unwrap().write_ser_to_vec(&application()).unwrap();
+        let mut value = apache_avro::to_value(application()).unwrap();
+        if let apache_avro::types::Value::Record(fields) = &mut value {
+            fields.insert(0, ("channel".into(), apache_avro::types::Value::Null));
+        }
+        let evolved_value = value.resolve(&evolved[&2]).unwrap();
+        let evolved_body =
+            GenericDatumWriter::builder(&evolved[&2]).build().unwrap().write_value_to_vec(evolved_value).unwrap();
+        for (schemas, id, body) in [(&same, 1, &direct_body), (&evolved, 2, &evolved_body)] {
+            let decoder = ApplicationDecoder::new(schemas.iter().map(|(id, schema)| (*id, schema)));
+            assert_eq!(decoder.decode(id, body), Ok(application()));
+            for cut in 0..body.len() {
+                let result = decoder.decode(id, &body[..cut]);
+                assert!(result.is_err(), "schema {id}, cut {cut} of {}: {result:?}", body.len());
+            }
+            let mut trailing = body.clone();
+            trailing.push(0);
+            assert_eq!(decoder.decode(id, &trailing), Err(DecodeError::TrailingBytes(1)));
+        }
     }
 }

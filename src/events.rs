@@ -86,9 +86,7 @@ impl CreditRequest {
             "property" => text(&self.property),
             "other_installment_plans" => text(&self.other_installment_plans),
             "housing" => text(&self.housing),
-            "number_of_existing_credits_at_this_bank" => {
-                int(self.number_of_existing_credits_at_this_bank)
-            }
+            "number_of_existing_credits_at_this_bank" => int(self.number_of_existing_credits_at_this_bank),
             "job" => text(&self.job),
             "number_of_people_being_liable_to_provide_maintenance_for" => {
                 int(self.number_of_people_being_liable_to_provide_maintenance_for)
@@ -180,9 +178,11 @@ mod tests {
             source_partition: 3,
             source_offset: 4,
         };
-        let value = apache_avro::to_value(&decision).unwrap().resolve(&LOAN_DECISION).unwrap();
-        let bytes = apache_avro::to_avro_datum(&LOAN_DECISION, value).unwrap();
-        let back = apache_avro::from_avro_datum(&LOAN_DECISION, &mut &bytes[..], None).unwrap();
+        use apache_avro::reader::datum::GenericDatumReader;
+        use apache_avro::writer::datum::GenericDatumWriter;
+        let bytes = GenericDatumWriter::builder(&LOAN_DECISION).build().unwrap().write_ser_to_vec(&decision).unwrap();
+        let reader = GenericDatumReader::builder(&LOAN_DECISION).build().unwrap();
+        let back = reader.read_value(&mut &bytes[..]).unwrap();
         assert_eq!(apache_avro::from_value::<LoanDecision>(&back).unwrap(), decision);
     }
 }

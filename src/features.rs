@@ -74,9 +74,7 @@ fn encode(spec: &FeatureSpec, request: &CreditRequest) -> Result<f64, Validation
             .position(|category| category == label)
             .map(|code| code as f64)
             .ok_or_else(|| ValidationError::UnknownCategory(name())),
-        (FeatureEncoding::Numeric { .. }, FieldValue::Category(_)) => {
-            Err(ValidationError::WrongType(name(), "number"))
-        }
+        (FeatureEncoding::Numeric { .. }, FieldValue::Category(_)) => Err(ValidationError::WrongType(name(), "number")),
         (FeatureEncoding::Categorical { .. }, FieldValue::Number(_)) => {
             Err(ValidationError::WrongType(name(), "category label"))
         }

@@ -68,7 +68,11 @@ enum Command {
     },
     /// Print the run summary from the audit table and the worker's metrics.
     Summary {
-        #[arg(long, env = "CREDIT_WORKER__DATABASE__URL", default_value = "postgres://postgres@127.0.0.1:5432/credit_worker")]
+        #[arg(
+            long,
+            env = "CREDIT_WORKER__DATABASE__URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/credit_worker"
+        )]
         database_url: String,
         #[arg(long, default_value = "http://127.0.0.1:9464/metrics")]
         metrics_url: String,
@@ -101,7 +105,10 @@ async fn async_main(cli: Cli) -> Result<()> {
             let metrics = &report.metrics;
             println!("model written to {}", report.directory.display());
             println!("  sha256          {}", report.model_sha256);
-            println!("  holdout AUC     {:.4} ({} rows; trained on {})", metrics.holdout_auc, metrics.holdout_rows, metrics.train_rows);
+            println!(
+                "  holdout AUC     {:.4} ({} rows; trained on {})",
+                metrics.holdout_auc, metrics.holdout_rows, metrics.train_rows
+            );
             println!("  5-fold CV AUC   {:.4} (folds {:?})", metrics.cv5_auc_mean, rounded(&metrics.cv5_auc_folds));
             Ok(())
         }
@@ -119,7 +126,9 @@ async fn async_main(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::CreateTopics { bootstrap_servers, partitions, topics } => create_topics(&bootstrap_servers, partitions, &topics).await,
+        Command::CreateTopics { bootstrap_servers, partitions, topics } => {
+            create_topics(&bootstrap_servers, partitions, &topics).await
+        }
         Command::RegistryStandin { listen, state_file } => {
             init_logging(LogFormat::Text, "info");
             let shutdown = shutdown_on_signal();
@@ -145,8 +154,10 @@ fn rounded(values: &[f64]) -> Vec<f64> {
 }
 
 async fn create_topics(bootstrap_servers: &str, partitions: i32, topics: &[String]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap_servers).create().context("creating the admin client")?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .create()
+        .context("creating the admin client")?;
     let new_topics: Vec<NewTopic<'_>> =
         topics.iter().map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(1))).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -174,7 +185,8 @@ fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = terminate.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the worker, with fixed, low-cardinality labels.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 /// All metrics, registered in one registry served at `/metrics`.
@@ -28,8 +28,11 @@ impl Metrics {
         let registry = Registry::new();
         let latency_buckets = exponential_buckets(0.0005, 2.0, 16).expect("valid buckets");
         let metrics = Self {
-            events_consumed: IntCounter::new("credit_worker_events_consumed_total", "Records consumed from the input topic.")
-                .expect("metric"),
+            events_consumed: IntCounter::new(
+                "credit_worker_events_consumed_total",
+                "Records consumed from the input topic.",
+            )
+            .expect("metric"),
             decisions: IntCounterVec::new(
                 Opts::new("credit_worker_decisions_total", "Decisions made, by outcome."),
                 &["outcome"],
@@ -51,7 +54,8 @@ impl Metrics {
             )
             .expect("metric"),
             stage_seconds: HistogramVec::new(
-                HistogramOpts::new("credit_worker_stage_seconds", "Time per batch in each stage.").buckets(latency_buckets),
+                HistogramOpts::new("credit_worker_stage_seconds", "Time per batch in each stage.")
+                    .buckets(latency_buckets),
                 &["stage"],
             )
             .expect("metric"),
@@ -70,8 +74,11 @@ impl Metrics {
                 &["sink"],
             )
             .expect("metric"),
-            assigned_partitions: IntGauge::new("credit_worker_assigned_partitions", "Input partitions assigned to this replica.")
-                .expect("metric"),
+            assigned_partitions: IntGauge::new(
+                "credit_worker_assigned_partitions",
+                "Input partitions assigned to this replica.",
+            )
+            .expect("metric"),
             model_info: IntGaugeVec::new(
                 Opts::new("credit_worker_model_info", "The model in use (value 1)."),
                 &["version", "sha256"],

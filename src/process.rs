@@ -109,7 +109,7 @@ struct Valid {
 
 /// Processes `records` in order; the result has one outcome per record, same positions.
 pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRecord]) -> Vec<Outcome> {
-    let decoder = ApplicationDecoder::new(&context.writer_schemas);
+    let decoder = ApplicationDecoder::new(context.writer_schemas.iter().map(|(id, schema)| (*id, &schema.parsed)));
     let width = context.card.features.len();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
     let mut valid = Vec::with_capacity(records.len());
@@ -126,10 +126,11 @@ pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRe
         let index = item.index;
         let record = &records[index];
         outcomes[index] = Some(match scorer.score_row(row) {
-            Ok(probability) if probability.is_finite() => {
-                decide(context, record, item, row, probability, processed_at)
-            }
-            Ok(_) => Outcome::DeadLetter(DeadLetter { kind: "scoring_failed", message: "model returned a non-finite score".into() }),
+            Ok(probability) if probability.is_finite() => decide(context, record, item, row, probability, processed_at),
+            Ok(_) => Outcome::DeadLetter(DeadLetter {
+                kind: "scoring_failed",
+                message: "model returned a non-finite score".into(),
+            }),
             Err(error) => Outcome::DeadLetter(DeadLetter { kind: "scoring_failed", message: error.to_string() }),
         });
     }

@@ -79,7 +79,8 @@ impl Publisher {
                         .insert(header(headers::SOURCE_PARTITION, &partition))
                         .insert(header(headers::SOURCE_OFFSET, &offset))
                         .insert(header(headers::FAILED_AT, &failed_at));
-                    let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.dead_letter_topic).headers(headers);
+                    let mut out: FutureRecord<'_, [u8], [u8]> =
+                        FutureRecord::to(&self.dead_letter_topic).headers(headers);
                     if let Some(key) = &record.key {
                         out = out.key(key.as_slice());
                     }

@@ -128,7 +128,11 @@ pub fn router(state: RegistryState, state_file: Option<PathBuf>) -> Router {
 }
 
 /// Serves on `address` until `shutdown`; loads and persists `state_file` when given.
-pub async fn serve(address: SocketAddr, state_file: Option<PathBuf>, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    address: SocketAddr,
+    state_file: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
     let state = match &state_file {
         Some(path) if path.exists() => serde_json::from_slice(&std::fs::read(path)?)?,
         _ => RegistryState::default(),
@@ -153,7 +157,8 @@ async fn list_subjects(State(shared): State<Shared>) -> Response {
 }
 
 async fn list_versions(State(shared): State<Shared>, Path(subject): Path<String>) -> Result<Response, ApiError> {
-    let count = with_state(&shared, |state| state.subjects.get(&subject).map(Vec::len)).ok_or(ApiError::SubjectNotFound)?;
+    let count =
+        with_state(&shared, |state| state.subjects.get(&subject).map(Vec::len)).ok_or(ApiError::SubjectNotFound)?;
     Ok(answer(StatusCode::OK, json!((1..=count).collect::<Vec<_>>())))
 }
 
@@ -194,7 +199,10 @@ async fn lookup(
     })
 }
 
-async fn get_version(State(shared): State<Shared>, Path((subject, version)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn get_version(
+    State(shared): State<Shared>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     with_state(&shared, |state| {
         let (version, id) = state.version(&subject, &version)?;
         let schema = state.schema(id).ok_or(ApiError::SchemaNotFound)?;

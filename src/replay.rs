@@ -109,7 +109,8 @@ pub async fn replay(options: &ReplayOptions) -> Result<ReplayReport> {
         let row = &rows[index % rows.len()];
         let (key, value) = if index < valid {
             let id = format!("{}-{:08}", options.id_prefix, index + 1);
-            let bytes = encoder.encode_struct(application(&id, row), &strategy).await.context("encoding an application")?;
+            let bytes =
+                encoder.encode_struct(application(&id, row), &strategy).await.context("encoding an application")?;
             (id, Some(bytes))
         } else {
             let (kind, _) = MALFORMED_KINDS[(index - valid) % MALFORMED_KINDS.len()];

@@ -40,11 +40,12 @@ FROM run GROUP BY 1, 2";
 /// Reads the audit figures for application ids starting with `prefix`.
 pub async fn from_audit(pool: &PgPool, prefix: &str) -> Result<RunSummary> {
     let mut summary = RunSummary::default();
-    for row in sqlx::query("SELECT decision, count(*) FROM decision_audit WHERE application_id LIKE $1 || '%' GROUP BY 1")
-        .bind(prefix)
-        .fetch_all(pool)
-        .await
-        .context("counting decisions")?
+    for row in
+        sqlx::query("SELECT decision, count(*) FROM decision_audit WHERE application_id LIKE $1 || '%' GROUP BY 1")
+            .bind(prefix)
+            .fetch_all(pool)
+            .await
+            .context("counting decisions")?
     {
         summary.decisions.insert(row.get(0), row.get(1));
     }
@@ -98,15 +99,27 @@ pub fn render(summary: &RunSummary) -> String {
     }
     let _ = writeln!(out, "approval rate by protected group (monitoring only, not model inputs):");
     for ((attribute, group), (decisions, approvals)) in &summary.groups {
-        let _ = writeln!(out, "  {attribute:<15} {group:<8} {:>5.1}%  ({approvals}/{decisions})", percent(*approvals, *decisions));
+        let _ = writeln!(
+            out,
+            "  {attribute:<15} {group:<8} {:>5.1}%  ({approvals}/{decisions})",
+            percent(*approvals, *decisions)
+        );
     }
-    let _ = writeln!(out, "event -> decision latency p50 {:.1} ms, p99 {:.1} ms", summary.latency_p50_ms, summary.latency_p99_ms);
+    let _ = writeln!(
+        out,
+        "event -> decision latency p50 {:.1} ms, p99 {:.1} ms",
+        summary.latency_p50_ms, summary.latency_p99_ms
+    );
     let _ = writeln!(out, "audit rows written       {}", summary.audit_rows);
     out
 }
 
 fn percent(part: i64, whole: i64) -> f64 {
-    if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
 }
 
 #[cfg(test)]

@@ -84,7 +84,12 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     info!(subject, id = decision_schema_id, "LoanDecision schema registered");
 
     let kafka = &config.kafka;
-    let publisher = Publisher::new(&kafka.bootstrap_servers, &kafka.client_properties, &kafka.decisions_topic, &kafka.dead_letter_topic)?;
+    let publisher = Publisher::new(
+        &kafka.bootstrap_servers,
+        &kafka.client_properties,
+        &kafka.decisions_topic,
+        &kafka.dead_letter_topic,
+    )?;
     let source = Source::subscribe(
         &kafka.bootstrap_servers,
         &kafka.group_id,
@@ -167,7 +172,8 @@ impl Worker {
     async fn batch_context(&self, records: &[InputRecord]) -> Result<BatchContext, Abandoned> {
         let mut writer_schemas = HashMap::new();
         let mut unknown: HashMap<u32, DecodeError> = HashMap::new();
-        let ids: HashSet<u32> = records.iter().filter_map(|r| split_frame(r.value.as_deref()).ok().map(|(id, _)| id)).collect();
+        let ids: HashSet<u32> =
+            records.iter().filter_map(|r| split_frame(r.value.as_deref()).ok().map(|(id, _)| id)).collect();
         let backoff = Backoff::new(self.config.retry_backoff());
         for id in ids {
             let mut attempt = 0;
@@ -215,9 +221,10 @@ impl Worker {
             .iter()
             .zip(outcomes)
             .map(|(record, outcome)| match outcome {
-                Outcome::Decided(decided) => {
-                    Publication::Decision { application_id: &decided.decision.application_id, payload: &decided.payload }
-                }
+                Outcome::Decided(decided) => Publication::Decision {
+                    application_id: &decided.decision.application_id,
+                    payload: &decided.payload,
+                },
                 Outcome::DeadLetter(reason) => Publication::DeadLetter { record, reason },
             })
             .collect();
@@ -329,7 +336,12 @@ impl Backoff {
     }
 }
 
-async fn retry_until<T, E, F, Fut>(shutdown: &CancellationToken, backoff: &Backoff, what: &str, mut operation: F) -> Result<T>
+async fn retry_until<T, E, F, Fut>(
+    shutdown: &CancellationToken,
+    backoff: &Backoff,
+    what: &str,
+    mut operation: F,
+) -> Result<T>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,

@@ -38,7 +38,11 @@ async fn encoder_registers_and_worker_decodes() {
     let application = LoanApplication {
         application_id: "a-1".into(),
         event_time: 1_700_000_000_000,
-        credit_request: CreditRequest { duration_in_month: Some(12), purpose: Some("business".into()), ..Default::default() },
+        credit_request: CreditRequest {
+            duration_in_month: Some(12),
+            purpose: Some("business".into()),
+            ..Default::default()
+        },
         protected_attributes: ProtectedAttributes { age_in_years: Some(30), ..Default::default() },
     };
     let bytes = encoder.encode_struct(&application, &strategy).await.unwrap();
@@ -46,7 +50,9 @@ async fn encoder_registers_and_worker_decodes() {
 
     let cache = SchemaCache::new(settings(&url));
     let schemas = [(id, cache.writer_schema(id).await.unwrap())].into_iter().collect();
-    assert_eq!(ApplicationDecoder::new(&schemas).decode(id, body).unwrap(), application);
+    let schemas: std::collections::HashMap<u32, _> = schemas;
+    let decoder = ApplicationDecoder::new(schemas.iter().map(|(id, schema)| (*id, &schema.parsed)));
+    assert_eq!(decoder.decode(id, body).unwrap(), application);
 
     let latest = get_schema_by_subject(&settings(&url), &SubjectNameStrategy::TopicNameStrategy("apps".into(), false))
         .await

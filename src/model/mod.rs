@@ -52,8 +52,8 @@ impl ModelBundle {
     pub fn load(directory: &Path) -> Result<Self, ModelError> {
         let card_path = directory.join(MODEL_CARD_FILE);
         let card_text = read(&card_path)?;
-        let card: ModelCard = serde_json::from_str(&card_text)
-            .map_err(|source| ModelError::Card { path: card_path.clone(), source })?;
+        let card: ModelCard =
+            serde_json::from_str(&card_text).map_err(|source| ModelError::Card { path: card_path.clone(), source })?;
         let model_path = directory.join(&card.model_file);
         let model_text = read(&model_path)?;
         let actual = sha256_hex(model_text.as_bytes());

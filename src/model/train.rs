@@ -10,7 +10,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use super::card::{FeatureEncoding, FeatureSpec, Histogram, ModelCard, TrainingHistograms, TrainingMetrics, TrainingProvenance};
+use super::card::{
+    FeatureEncoding, FeatureSpec, Histogram, ModelCard, TrainingHistograms, TrainingMetrics, TrainingProvenance,
+};
 use super::{sha256_hex, ModelBundle, MODEL_CARD_FILE, PROTECTED_ATTRIBUTES};
 use crate::dataset::{read_german_credit, LabeledApplication};
 use crate::decision::Cutoffs;
@@ -59,66 +61,81 @@ fn numeric(name: &str, valid_min: f64, valid_max: f64) -> FeatureSpec {
 /// listed in UCI code order (A11, A12, ...), which is ordinal for most attributes.
 pub fn feature_specs() -> Vec<FeatureSpec> {
     vec![
-        categorical("status_of_existing_checking_account", &[
-            "... < 0 DM",
-            "0 <= ... < 200 DM",
-            "... >= 200 DM / salary assignments for at least 1 year",
-            "no checking account",
-        ]),
+        categorical(
+            "status_of_existing_checking_account",
+            &[
+                "... < 0 DM",
+                "0 <= ... < 200 DM",
+                "... >= 200 DM / salary assignments for at least 1 year",
+                "no checking account",
+            ],
+        ),
         numeric("duration_in_month", 1.0, 120.0),
-        categorical("credit_history", &[
-            "no credits taken/ all credits paid back duly",
-            "all credits at this bank paid back duly",
-            "existing credits paid back duly till now",
-            "delay in paying off in the past",
-            "critical account/ other credits existing (not at this bank)",
-        ]),
-        categorical("purpose", &[
-            "car (new)",
-            "car (used)",
-            "furniture/equipment",
-            "radio/television",
-            "domestic appliances",
-            "repairs",
-            "education",
-            "vacation",
-            "retraining",
-            "business",
-            "others",
-        ]),
+        categorical(
+            "credit_history",
+            &[
+                "no credits taken/ all credits paid back duly",
+                "all credits at this bank paid back duly",
+                "existing credits paid back duly till now",
+                "delay in paying off in the past",
+                "critical account/ other credits existing (not at this bank)",
+            ],
+        ),
+        categorical(
+            "purpose",
+            &[
+                "car (new)",
+                "car (used)",
+                "furniture/equipment",
+                "radio/television",
+                "domestic appliances",
+                "repairs",
+                "education",
+                "vacation",
+                "retraining",
+                "business",
+                "others",
+            ],
+        ),
         numeric("credit_amount", 1.0, 1_000_000.0),
-        categorical("savings_account_and_bonds", &[
-            "... < 100 DM",
-            "100 <= ... < 500 DM",
-            "500 <= ... < 1000 DM",
-            "... >= 1000 DM",
-            "unknown/ no savings account",
-        ]),
-        categorical("present_employment_since", &[
-            "unemployed",
-            "... < 1 year",
-            "1 <= ... < 4 years",
-            "4 <= ... < 7 years",
-            "... >= 7 years",
-        ]),
+        categorical(
+            "savings_account_and_bonds",
+            &[
+                "... < 100 DM",
+                "100 <= ... < 500 DM",
+                "500 <= ... < 1000 DM",
+                "... >= 1000 DM",
+                "unknown/ no savings account",
+            ],
+        ),
+        categorical(
+            "present_employment_since",
+            &["unemployed", "... < 1 year", "1 <= ... < 4 years", "4 <= ... < 7 years", "... >= 7 years"],
+        ),
         numeric("installment_rate_in_percentage_of_disposable_income", 1.0, 4.0),
         categorical("other_debtors_or_guarantors", &["none", "co-applicant", "guarantor"]),
         numeric("present_residence_since", 1.0, 4.0),
-        categorical("property", &[
-            "real estate",
-            "building society savings agreement/ life insurance",
-            "car or other, not in attribute Savings account/bonds",
-            "unknown / no property",
-        ]),
+        categorical(
+            "property",
+            &[
+                "real estate",
+                "building society savings agreement/ life insurance",
+                "car or other, not in attribute Savings account/bonds",
+                "unknown / no property",
+            ],
+        ),
         categorical("other_installment_plans", &["bank", "stores", "none"]),
         categorical("housing", &["rent", "own", "for free"]),
         numeric("number_of_existing_credits_at_this_bank", 1.0, 10.0),
-        categorical("job", &[
-            "unemployed/ unskilled - non-resident",
-            "unskilled - resident",
-            "skilled employee / official",
-            "management/ self-employed/ highly qualified employee/ officer",
-        ]),
+        categorical(
+            "job",
+            &[
+                "unemployed/ unskilled - non-resident",
+                "unskilled - resident",
+                "skilled employee / official",
+                "management/ self-employed/ highly qualified employee/ officer",
+            ],
+        ),
         numeric("number_of_people_being_liable_to_provide_maintenance_for", 0.0, 20.0),
         categorical("telephone", &["none", "yes, registered under the customers name"]),
     ]
@@ -175,7 +192,11 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport> {
 
     let train_scores = predict(&booster, &matrix, &train_rows)?;
     let histograms = TrainingHistograms {
-        features: specs.iter().enumerate().map(|(column, spec)| feature_histogram(spec, column, &matrix, &train_rows)).collect(),
+        features: specs
+            .iter()
+            .enumerate()
+            .map(|(column, spec)| feature_histogram(spec, column, &matrix, &train_rows))
+            .collect(),
         score: score_histogram(&train_scores),
     };
     let metrics = TrainingMetrics {
@@ -234,8 +255,14 @@ impl FeatureMatrix {
     }
 }
 
-fn fit(matrix: &FeatureMatrix, rows: &[usize], parameters: &serde_json::Value, specs: &[FeatureSpec]) -> Result<Booster> {
-    let mut dataset = Dataset::from_slice(&matrix.rows(rows), &select(&matrix.labels, rows), matrix.width as i32, true)?;
+fn fit(
+    matrix: &FeatureMatrix,
+    rows: &[usize],
+    parameters: &serde_json::Value,
+    specs: &[FeatureSpec],
+) -> Result<Booster> {
+    let mut dataset =
+        Dataset::from_slice(&matrix.rows(rows), &select(&matrix.labels, rows), matrix.width as i32, true)?;
     let names: Vec<String> = specs.iter().map(|spec| spec.name.clone()).collect();
     dataset.set_feature_names(&names)?;
     Ok(Booster::train(dataset, parameters)?)
@@ -306,7 +333,8 @@ pub fn roc_auc(scores: &[f64], labels: &[f32]) -> f64 {
     }
     let positives = labels.iter().filter(|label| **label > 0.5).count() as f64;
     let negatives = labels.len() as f64 - positives;
-    let positive_rank_sum: f64 = ranks.iter().zip(labels).filter(|(_, label)| **label > 0.5).map(|(rank, _)| rank).sum();
+    let positive_rank_sum: f64 =
+        ranks.iter().zip(labels).filter(|(_, label)| **label > 0.5).map(|(rank, _)| rank).sum();
     (positive_rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives)
 }
 

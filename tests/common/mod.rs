@@ -94,8 +94,11 @@ impl Deployment {
             group_id: format!("{base}-group"),
             database_url: create_database(&base.replace('-', "_")).await,
         };
-        create_topics(&[&deployment.input_topic, &deployment.decisions_topic, &deployment.dead_letter_topic], partitions)
-            .await;
+        create_topics(
+            &[&deployment.input_topic, &deployment.decisions_topic, &deployment.dead_letter_topic],
+            partitions,
+        )
+        .await;
         deployment
     }
 
@@ -251,20 +254,6 @@ pub fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRe
     records
 }
 
-/// High watermark per partition of `topic`.
-pub fn end_offsets(topic: &str) -> HashMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", BOOTSTRAP).create().unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|partition| {
-            let (_, high) = consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10)).unwrap();
-            (partition.id(), high)
-        })
-        .collect()
-}
-
 /// Offsets committed by `group` for `topic` (partition → offset; absent = none committed).
 pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
     let consumer: BaseConsumer =
@@ -293,4 +282,3 @@ pub fn model_dir() -> PathBuf {
 pub fn data_path() -> PathBuf {
     repo_root().join("data/german_credit.csv")
 }
-
