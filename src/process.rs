@@ -121,12 +121,21 @@ pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRe
         }
     }
     let processed_at = Utc::now();
+    let writer = match GenericDatumWriter::builder(&LOAN_DECISION).build() {
+        Ok(writer) => writer,
+        Err(error) => {
+            let reason = DeadLetter { kind: "encode_failed", message: error.to_string() };
+            return records.iter().map(|_| Outcome::DeadLetter(reason.clone())).collect();
+        }
+    };
     for (position, item) in valid.into_iter().enumerate() {
         let row = &rows[position * width..(position + 1) * width];
         let index = item.index;
         let record = &records[index];
         outcomes[index] = Some(match scorer.score_row(row) {
-            Ok(probability) if probability.is_finite() => decide(context, record, item, row, probability, processed_at),
+            Ok(probability) if probability.is_finite() => {
+                decide(context, &writer, record, item, row, probability, processed_at)
+            }
             Ok(_) => Outcome::DeadLetter(DeadLetter {
                 kind: "scoring_failed",
                 message: "model returned a non-finite score".into(),
@@ -158,6 +167,7 @@ fn decode_and_map(
 
 fn decide(
     context: &BatchContext,
+    writer: &GenericDatumWriter<'_>,
     record: &InputRecord,
     item: Valid,
     row: &[f64],
@@ -183,7 +193,7 @@ fn decide(
         source_partition: record.partition,
         source_offset: record.offset,
     };
-    let payload = match encode_decision(&decision, context.decision_schema_id) {
+    let payload = match encode_decision(writer, &decision, context.decision_schema_id) {
         Ok(payload) => payload,
         Err(error) => return Outcome::DeadLetter(DeadLetter { kind: "encode_failed", message: error }),
     };
@@ -212,8 +222,11 @@ fn decide(
 }
 
 /// Avro-encodes a decision with the Confluent header for `schema_id`.
-pub fn encode_decision(decision: &LoanDecision, schema_id: u32) -> Result<Vec<u8>, String> {
-    let writer = GenericDatumWriter::builder(&LOAN_DECISION).build().map_err(|error| error.to_string())?;
+pub fn encode_decision(
+    writer: &GenericDatumWriter<'_>,
+    decision: &LoanDecision,
+    schema_id: u32,
+) -> Result<Vec<u8>, String> {
     let body = writer.write_ser_to_vec(decision).map_err(|error| error.to_string())?;
     Ok(get_payload(schema_id, body))
 }

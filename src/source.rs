@@ -75,7 +75,10 @@ impl Source {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
-            .set("partition.assignment.strategy", "range,roundrobin");
+            .set("partition.assignment.strategy", "range,roundrobin")
+            // Bounds the wait of a long poll that a broker does not wake early (Tansu does not);
+            // overridable through kafka.client_properties.
+            .set("fetch.wait.max.ms", "25");
         for (key, value) in client_properties {
             config.set(key, value);
         }
