@@ -17,7 +17,7 @@ bin=${CREDIT_WORKER_BIN:-$root/target/debug/credit-worker}
 kafka_port=19092
 registry_port=18081
 partitions=${PARTITIONS:-4}
-topics=(loan-applications loan-decisions loan-applications-dlq)
+topics=(loan-applications loan-decisions loan-applications-dlq credit-alerts)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

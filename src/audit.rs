@@ -87,7 +87,7 @@ fn insert_statement<'a>(rows: &'a [&'a AuditRow]) -> QueryBuilder<'a, Postgres> 
             .push_bind(row.approve_below)
             .push_bind(row.decline_at_or_above)
             .push_bind(&row.model_inputs)
-            .push_bind(&row.protected_attributes)
+            .push_bind(sqlx::types::Json(&row.protected_attributes))
             .push_bind(row.schema_id)
             .push_bind(&row.source_topic)
             .push_bind(row.source_partition)

@@ -13,6 +13,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::decision::Cutoffs;
+use crate::fairness::groups::GroupingConfig;
 
 /// Prefix of environment variables that override config keys; `__` separates levels.
 pub const ENV_PREFIX: &str = "CREDIT_WORKER__";
@@ -46,10 +47,60 @@ pub struct RawConfig {
     pub model: ModelConfig,
     /// Batching and retries.
     pub pipeline: PipelineConfig,
+    /// Fairness windows and thresholds.
+    pub fairness: FairnessConfig,
+    /// Drift (PSI) windows and thresholds.
+    pub drift: DriftConfig,
+    /// Alert evaluation.
+    pub alerts: AlertsConfig,
     /// HTTP endpoint for metrics and probes.
     pub http: HttpConfig,
     /// Log output.
     pub logging: LoggingConfig,
+}
+
+/// Fairness monitoring.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FairnessConfig {
+    /// Sliding window length over event time.
+    pub window_seconds: u64,
+    /// Bucket width; the window slides by one bucket.
+    pub bucket_seconds: u64,
+    /// Below this many decisions in a group (or its reference group) metrics read "insufficient data".
+    pub min_group_size: u64,
+    /// Upper edges (inclusive) of the age bands: `[25]` gives `<=25` and `>25`.
+    pub age_band_edges: Vec<u32>,
+    /// Reference group for `sex`.
+    pub sex_reference: String,
+    /// Reference group for `age_band`.
+    pub age_band_reference: String,
+    /// Reference group for `foreign_worker`.
+    pub foreign_worker_reference: String,
+    /// Fire when a group's disparate-impact interval lies wholly below this; clear when the point estimate is back at or above it.
+    pub disparate_impact_threshold: f64,
+    /// Fire when a group's parity-difference interval lies wholly beyond ± this; clear when the point estimate is within it.
+    pub parity_difference_threshold: f64,
+}
+
+/// Drift monitoring.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftConfig {
+    /// PSI is reported only from this many events in the window.
+    pub min_count: u64,
+    /// Drifted when PSI exceeds this and the sampling-noise critical value.
+    pub psi_threshold: f64,
+}
+
+/// Alert evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// A condition must hold this long to fire, and be clear this long to resolve.
+    pub sustain_seconds: u64,
+    /// How often metrics are evaluated and gauges refreshed.
+    pub evaluation_interval_ms: u64,
 }
 
 /// Kafka connection and topics.
@@ -66,6 +117,8 @@ pub struct KafkaConfig {
     pub decisions_topic: String,
     /// Topic for records that cannot be decided (original bytes + reason headers).
     pub dead_letter_topic: String,
+    /// Fairness and drift alert events.
+    pub alerts_topic: String,
     /// Consumer group session timeout.
     pub session_timeout_ms: u64,
     /// Extra librdkafka properties for consumer and producer (security settings and tuning), passed through as is.
@@ -156,6 +209,10 @@ pub struct WorkerConfig {
     pub database: DatabaseConfig,
     pub model: ModelConfig,
     pub pipeline: PipelineConfig,
+    pub fairness: FairnessConfig,
+    pub grouping: GroupingConfig,
+    pub drift: DriftConfig,
+    pub alerts: AlertsConfig,
     pub http_listen: SocketAddr,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -219,9 +276,19 @@ impl RawConfig {
         non_empty("kafka.input_topic", &self.kafka.input_topic)?;
         non_empty("kafka.decisions_topic", &self.kafka.decisions_topic)?;
         non_empty("kafka.dead_letter_topic", &self.kafka.dead_letter_topic)?;
-        let topics = [&self.kafka.input_topic, &self.kafka.decisions_topic, &self.kafka.dead_letter_topic];
-        if topics[0] == topics[1] || topics[0] == topics[2] || topics[1] == topics[2] {
-            return Err(invalid("kafka.decisions_topic", "input, decisions and dead-letter topics must differ"));
+        non_empty("kafka.alerts_topic", &self.kafka.alerts_topic)?;
+        let topics = [
+            &self.kafka.input_topic,
+            &self.kafka.decisions_topic,
+            &self.kafka.dead_letter_topic,
+            &self.kafka.alerts_topic,
+        ];
+        let distinct: std::collections::HashSet<_> = topics.iter().collect();
+        if distinct.len() != topics.len() {
+            return Err(invalid(
+                "kafka.decisions_topic",
+                "input, decisions, dead-letter and alerts topics must differ",
+            ));
         }
         if !(1000..=300_000).contains(&self.kafka.session_timeout_ms) {
             return Err(invalid("kafka.session_timeout_ms", "must be between 1000 and 300000"));
@@ -265,6 +332,32 @@ impl RawConfig {
                 "need 0 < retry_initial_backoff_ms <= retry_max_backoff_ms",
             ));
         }
+        let fairness = &self.fairness;
+        if fairness.bucket_seconds == 0 || fairness.window_seconds < fairness.bucket_seconds {
+            return Err(invalid("fairness.window_seconds", "need 0 < bucket_seconds <= window_seconds"));
+        }
+        if fairness.min_group_size == 0 {
+            return Err(invalid("fairness.min_group_size", "must be positive"));
+        }
+        if !(fairness.disparate_impact_threshold > 0.0 && fairness.disparate_impact_threshold <= 1.0) {
+            return Err(invalid("fairness.disparate_impact_threshold", "must be in (0, 1]"));
+        }
+        if !(fairness.parity_difference_threshold > 0.0 && fairness.parity_difference_threshold < 1.0) {
+            return Err(invalid("fairness.parity_difference_threshold", "must be in (0, 1)"));
+        }
+        let grouping = GroupingConfig {
+            age_band_edges: fairness.age_band_edges.clone(),
+            sex_reference: fairness.sex_reference.clone(),
+            age_band_reference: fairness.age_band_reference.clone(),
+            foreign_worker_reference: fairness.foreign_worker_reference.clone(),
+        };
+        grouping.validate().map_err(|reason| invalid("fairness", reason))?;
+        if self.drift.min_count == 0 || self.drift.psi_threshold <= 0.0 || self.drift.psi_threshold.is_nan() {
+            return Err(invalid("drift.psi_threshold", "need min_count > 0 and psi_threshold > 0"));
+        }
+        if self.alerts.evaluation_interval_ms == 0 {
+            return Err(invalid("alerts.evaluation_interval_ms", "must be positive"));
+        }
         let http_listen =
             self.http.listen.parse().map_err(|_| {
                 invalid("http.listen", format!("`{}` is not a host:port socket address", self.http.listen))
@@ -280,6 +373,10 @@ impl RawConfig {
             database: self.database,
             model: self.model,
             pipeline: self.pipeline,
+            fairness: self.fairness,
+            grouping,
+            drift: self.drift,
+            alerts: self.alerts,
             http_listen,
             log_format,
             log_level: self.logging.level,
@@ -355,6 +452,12 @@ mod tests {
             ("[pipeline]\nretry_max_backoff_ms = 1", "pipeline.retry_max_backoff_ms"),
             ("[http]\nlisten = 'nowhere'", "http.listen"),
             ("[logging]\nformat = 'xml'", "logging.format"),
+            ("[kafka]\nalerts_topic = 'loan-decisions'", "kafka.decisions_topic"),
+            ("[fairness]\nbucket_seconds = 0", "fairness.window_seconds"),
+            ("[fairness]\nsex_reference = 'other'", "fairness"),
+            ("[fairness]\ndisparate_impact_threshold = 1.5", "fairness.disparate_impact_threshold"),
+            ("[drift]\npsi_threshold = 0", "drift.psi_threshold"),
+            ("[alerts]\nevaluation_interval_ms = 0", "alerts.evaluation_interval_ms"),
         ];
         for (toml, key) in cases {
             let text = error_text(load(toml, &[]));

@@ -10,6 +10,13 @@ pub const LOAN_APPLICATION_SCHEMA: &str = include_str!("../schemas/loan_applicat
 /// Avro schema text of [`LoanDecision`].
 pub const LOAN_DECISION_SCHEMA: &str = include_str!("../schemas/loan_decision.avsc");
 
+/// Avro schema text of [`MonitoringAlert`].
+pub const MONITORING_ALERT_SCHEMA: &str = include_str!("../schemas/monitoring_alert.avsc");
+
+/// Parsed [`MONITORING_ALERT_SCHEMA`].
+pub static MONITORING_ALERT: LazyLock<Schema> =
+    LazyLock::new(|| Schema::parse_str(MONITORING_ALERT_SCHEMA).expect("bundled schema parses"));
+
 /// Parsed [`LOAN_APPLICATION_SCHEMA`], the reader schema the worker resolves writers against.
 pub static LOAN_APPLICATION: LazyLock<Schema> =
     LazyLock::new(|| Schema::parse_str(LOAN_APPLICATION_SCHEMA).expect("bundled schema parses"));
@@ -143,6 +150,29 @@ pub struct LoanDecision {
     pub source_offset: i64,
 }
 
+/// A fairness or drift alert state change, published to the alerts topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitoringAlert {
+    pub alert_key: String,
+    pub kind: crate::alerts::AlertKind,
+    pub metric: String,
+    pub attribute: Option<String>,
+    pub group: Option<String>,
+    pub feature: Option<String>,
+    pub state: crate::alerts::AlertState,
+    pub severity: crate::alerts::Severity,
+    pub value: f64,
+    pub interval_lower: Option<f64>,
+    pub interval_upper: Option<f64>,
+    pub threshold: f64,
+    pub window_seconds: i64,
+    pub sample_size: i64,
+    pub reference_sample_size: Option<i64>,
+    pub model_version: String,
+    pub state_since: i64,
+    pub emitted_at: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +214,35 @@ mod tests {
         let reader = GenericDatumReader::builder(&LOAN_DECISION).build().unwrap();
         let back = reader.read_value(&mut &bytes[..]).unwrap();
         assert_eq!(apache_avro::from_value::<LoanDecision>(&back).unwrap(), decision);
+    }
+
+    /// An alert (with and without optional fields) round-trips through its bundled schema.
+    #[test]
+    fn alert_round_trips_through_avro() {
+        use apache_avro::reader::datum::GenericDatumReader;
+        use apache_avro::writer::datum::GenericDatumWriter;
+        let alert = MonitoringAlert {
+            alert_key: "FAIRNESS/disparate_impact/age_band/<=25".into(),
+            kind: crate::alerts::AlertKind::Fairness,
+            metric: "disparate_impact".into(),
+            attribute: Some("age_band".into()),
+            group: Some("<=25".into()),
+            feature: None,
+            state: crate::alerts::AlertState::Firing,
+            severity: crate::alerts::Severity::Critical,
+            value: 0.5,
+            interval_lower: Some(0.4),
+            interval_upper: Some(0.6),
+            threshold: 0.8,
+            window_seconds: 3600,
+            sample_size: 100,
+            reference_sample_size: None,
+            model_version: "credit-v1".into(),
+            state_since: 1,
+            emitted_at: 2,
+        };
+        let bytes = GenericDatumWriter::builder(&MONITORING_ALERT).build().unwrap().write_ser_to_vec(&alert).unwrap();
+        let reader = GenericDatumReader::builder(&MONITORING_ALERT).build().unwrap();
+        assert_eq!(reader.read_deser::<MonitoringAlert>(&mut &bytes[..]).unwrap(), alert);
     }
 }

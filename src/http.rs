@@ -1,5 +1,6 @@
 //! HTTP endpoint: `/metrics` (Prometheus text), `/health` (process alive), `/ready`
-//! (model loaded, consumer joined, PostgreSQL and schema registry reachable).
+//! (model loaded, consumer joined, PostgreSQL and schema registry reachable), `/fairness`
+//! (fairness and drift windows, metrics with intervals, alert states, as JSON).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::monitoring::Monitoring;
 
 /// Readiness inputs, set by the stages that own them.
 #[derive(Debug, Default)]
@@ -60,15 +62,17 @@ impl Readiness {
 struct AppState {
     metrics: Metrics,
     readiness: Arc<Readiness>,
+    monitoring: Arc<Monitoring>,
 }
 
 /// The router, separate from binding so tests can drive it directly.
-pub fn router(metrics: Metrics, readiness: Arc<Readiness>) -> Router {
+pub fn router(metrics: Metrics, readiness: Arc<Readiness>, monitoring: Arc<Monitoring>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready_handler))
-        .with_state(AppState { metrics, readiness })
+        .route("/fairness", get(fairness_handler))
+        .with_state(AppState { metrics, readiness, monitoring })
 }
 
 /// Binds `address` and serves until `shutdown`; returns the bound address.
@@ -76,11 +80,12 @@ pub async fn serve(
     address: SocketAddr,
     metrics: Metrics,
     readiness: Arc<Readiness>,
+    monitoring: Arc<Monitoring>,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
-    let app = router(metrics, readiness);
+    let app = router(metrics, readiness, monitoring);
     tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
         if let Err(error) = server.await {
@@ -92,6 +97,10 @@ pub async fn serve(
 
 async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+async fn fairness_handler(State(state): State<AppState>) -> impl IntoResponse {
+    Json(state.monitoring.report())
 }
 
 async fn ready_handler(State(state): State<AppState>) -> impl IntoResponse {

@@ -13,6 +13,11 @@
 //! - [`model`]: model directories, the model card, scoring threads, training.
 //! - [`decision`]: cutoffs → outcome, deterministic decision ids (pure).
 //! - [`process`]: one batch through decode → features → score → decide, on a scoring thread (pure CPU work).
+//! - [`window`]: event-time rolling windows of counts (bucketed, concurrent).
+//! - [`fairness`]: approval rates per protected group, disparate impact and parity with intervals.
+//! - [`drift`]: PSI of features and score against the training histograms.
+//! - [`alerts`]: sustained, hysteretic alert state machines (pure).
+//! - [`monitoring`]: feeds the monitors, rebuilds them from the audit table, evaluates alerts, exports gauges.
 //! - [`offsets`]: which offsets may be stored once a batch is durable (pure).
 //! - [`publish`]: decisions and dead letters to Kafka.
 //! - [`audit`]: audit rows to PostgreSQL, idempotently.
@@ -23,16 +28,20 @@
 //! - [`registry_standin`]: a development stand-in for the Schema Registry REST subset we use.
 //! - [`summary`]: the end-of-run report printed by `make demo`.
 
+pub mod alerts;
 pub mod audit;
 pub mod config;
 pub mod dataset;
 pub mod decision;
 pub mod decode;
+pub mod drift;
 pub mod events;
+pub mod fairness;
 pub mod features;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod monitoring;
 pub mod offsets;
 pub mod process;
 pub mod publish;
@@ -40,4 +49,5 @@ pub mod registry_standin;
 pub mod replay;
 pub mod source;
 pub mod summary;
+pub mod window;
 pub mod worker;

@@ -76,6 +76,8 @@ enum Command {
         database_url: String,
         #[arg(long, default_value = "http://127.0.0.1:9464/metrics")]
         metrics_url: String,
+        #[arg(long, default_value = "http://127.0.0.1:9464/fairness")]
+        fairness_url: String,
         /// Only audit rows whose application id starts with this.
         #[arg(long)]
         id_prefix: String,
@@ -137,12 +139,14 @@ async fn async_main(cli: Cli) -> Result<()> {
             shutdown.cancelled().await;
             Ok(())
         }
-        Command::Summary { database_url, metrics_url, id_prefix, replayed } => {
+        Command::Summary { database_url, metrics_url, fairness_url, id_prefix, replayed } => {
             let pool = sqlx::PgPool::connect(&database_url).await.context("connecting to the audit database")?;
             let mut report = summary::from_audit(&pool, &id_prefix).await?;
             report.events_replayed = replayed;
             let exposition = reqwest::get(&metrics_url).await.context("scraping the worker's metrics")?.text().await?;
             summary::add_metrics(&mut report, &exposition);
+            let fairness = reqwest::get(&fairness_url).await.context("reading the worker's /fairness")?;
+            report.fairness = Some(fairness.json().await.context("parsing /fairness")?);
             print!("{}", summary::render(&report));
             Ok(())
         }

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the worker, with fixed, low-cardinality labels.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    exponential_buckets, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// All metrics, registered in one registry served at `/metrics`.
@@ -20,6 +20,19 @@ pub struct Metrics {
     pub sink_retries: IntCounterVec,
     pub assigned_partitions: IntGauge,
     pub model_info: IntGaugeVec,
+    pub fairness_decisions: IntCounterVec,
+    pub fairness_window_decisions: IntGaugeVec,
+    pub fairness_approval_rate: GaugeVec,
+    pub fairness_disparate_impact: GaugeVec,
+    pub fairness_parity_difference: GaugeVec,
+    pub drift_psi: GaugeVec,
+    pub drift_window_events: IntGauge,
+    pub alert_firing: IntGaugeVec,
+    pub alert_events: IntCounterVec,
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), labels).expect("metric")
 }
 
 impl Metrics {
@@ -84,6 +97,51 @@ impl Metrics {
                 &["version", "sha256"],
             )
             .expect("metric"),
+            fairness_decisions: IntCounterVec::new(
+                Opts::new(
+                    "credit_worker_fairness_decisions_total",
+                    "Decisions by protected attribute, group and outcome (sum across replicas for fleet-wide rates).",
+                ),
+                &["attribute", "group", "outcome"],
+            )
+            .expect("metric"),
+            fairness_window_decisions: IntGaugeVec::new(
+                Opts::new("credit_worker_fairness_window_decisions", "Decisions per group in this replica's window."),
+                &["attribute", "group"],
+            )
+            .expect("metric"),
+            fairness_approval_rate: gauge_vec(
+                "credit_worker_fairness_approval_rate",
+                "Approval rate per group in this replica's window (NaN: no data).",
+                &["attribute", "group", "estimate"],
+            ),
+            fairness_disparate_impact: gauge_vec(
+                "credit_worker_fairness_disparate_impact_ratio",
+                "Group approval rate / reference group's, this replica's window, with 95% bounds (NaN: insufficient data).",
+                &["attribute", "group", "estimate"],
+            ),
+            fairness_parity_difference: gauge_vec(
+                "credit_worker_fairness_parity_difference",
+                "Group approval rate - reference group's, this replica's window, with 95% bounds (NaN: insufficient data).",
+                &["attribute", "group", "estimate"],
+            ),
+            drift_psi: gauge_vec(
+                "credit_worker_drift_psi",
+                "Population stability index against the training histogram, this replica's window (NaN: too few events).",
+                &["feature"],
+            ),
+            drift_window_events: IntGauge::new("credit_worker_drift_window_events", "Scored events in this replica's drift window.")
+                .expect("metric"),
+            alert_firing: IntGaugeVec::new(
+                Opts::new("credit_worker_alert_firing", "1 while a fairness or drift alert is firing on this replica."),
+                &["kind", "metric", "subject"],
+            )
+            .expect("metric"),
+            alert_events: IntCounterVec::new(
+                Opts::new("credit_worker_alert_events_total", "Alert events published, by kind and state."),
+                &["kind", "state"],
+            )
+            .expect("metric"),
             registry,
         };
         for collector in [
@@ -98,6 +156,15 @@ impl Metrics {
             Box::new(metrics.sink_retries.clone()),
             Box::new(metrics.assigned_partitions.clone()),
             Box::new(metrics.model_info.clone()),
+            Box::new(metrics.fairness_decisions.clone()),
+            Box::new(metrics.fairness_window_decisions.clone()),
+            Box::new(metrics.fairness_approval_rate.clone()),
+            Box::new(metrics.fairness_disparate_impact.clone()),
+            Box::new(metrics.fairness_parity_difference.clone()),
+            Box::new(metrics.drift_psi.clone()),
+            Box::new(metrics.drift_window_events.clone()),
+            Box::new(metrics.alert_firing.clone()),
+            Box::new(metrics.alert_events.clone()),
         ] {
             metrics.registry.register(collector).expect("unique metric names");
         }

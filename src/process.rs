@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::decision::{decision_id, Cutoffs};
 use crate::decode::{split_frame, ApplicationDecoder, DecodeError};
-use crate::events::{LoanApplication, LoanDecision, LOAN_DECISION};
+use crate::events::{LoanApplication, LoanDecision, ProtectedAttributes, LOAN_DECISION};
 use crate::features::{append_feature_vector, ValidationError};
 use crate::model::card::ModelCard;
 use crate::model::scorer::Scorer;
@@ -51,6 +51,8 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Decided {
     pub decision: LoanDecision,
+    /// The feature vector as scored (card order).
+    pub features: Vec<f64>,
     /// Confluent-framed Avro value for the decisions topic.
     pub payload: Vec<u8>,
     pub audit: AuditRow,
@@ -79,7 +81,7 @@ pub struct AuditRow {
     /// Model inputs exactly as scored: feature name → value.
     pub model_inputs: Value,
     /// Monitoring-only protected attributes.
-    pub protected_attributes: Value,
+    pub protected_attributes: ProtectedAttributes,
     pub schema_id: i32,
     pub source_topic: String,
     pub source_partition: i32,
@@ -209,7 +211,7 @@ fn decide(
         approve_below: context.cutoffs.approve_below,
         decline_at_or_above: context.cutoffs.decline_at_or_above,
         model_inputs: Value::Object(model_inputs),
-        protected_attributes: serde_json::to_value(&item.application.protected_attributes).unwrap_or(Value::Null),
+        protected_attributes: item.application.protected_attributes,
         schema_id: item.schema_id as i32,
         source_topic: decision.source_topic.clone(),
         source_partition: record.partition,
@@ -218,7 +220,7 @@ fn decide(
         consumed_at: record.consumed_at,
         processed_at,
     };
-    Outcome::Decided(Box::new(Decided { decision, payload, audit }))
+    Outcome::Decided(Box::new(Decided { decision, features: row.to_vec(), payload, audit }))
 }
 
 /// Avro-encodes a decision with the Confluent header for `schema_id`.

@@ -95,6 +95,12 @@ impl Publisher {
         try_join_all(deliveries).await.map(|_| ())
     }
 
+    /// Sends one record and waits for the broker's acknowledgement.
+    pub async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), KafkaError> {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        self.producer.send(record, Duration::from_secs(30)).await.map(|_| ()).map_err(|(error, _)| error)
+    }
+
     /// Waits for queued records to be delivered.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(timeout)

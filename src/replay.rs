@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use schema_registry_converter::async_impl::avro::AvroEncoder;
@@ -44,6 +47,61 @@ pub struct ReplayOptions {
     /// Malformed records to add, cycling through every kind in [`MALFORMED_KINDS`].
     #[arg(long, default_value_t = 0)]
     pub malformed: usize,
+    /// `independent` re-assigns the protected attributes across rows at random (seeded), so they
+    /// carry no information about the credit features: a replay without bias.
+    #[arg(long, value_enum, default_value = "as-recorded")]
+    pub protected: ProtectedMode,
+    /// Deliberate distortions: `bias` worsens the credit features of applicants aged 25 or
+    /// younger; `drift` triples credit amounts and lengthens durations by 24 months for everyone.
+    #[arg(long, value_enum)]
+    pub inject: Vec<Injection>,
+    /// Seed for `--protected independent`.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// How protected attributes are replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtectedMode {
+    AsRecorded,
+    Independent,
+}
+
+/// A deliberate distortion of the replayed data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Injection {
+    Bias,
+    Drift,
+}
+
+/// Applies the protected-attribute mode and the injections to the data set's rows.
+pub fn scenario_rows(
+    mut rows: Vec<LabeledApplication>,
+    protected: ProtectedMode,
+    inject: &[Injection],
+    seed: u64,
+) -> Vec<LabeledApplication> {
+    if protected == ProtectedMode::Independent {
+        let mut attributes: Vec<_> = rows.iter().map(|row| row.protected_attributes.clone()).collect();
+        attributes.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        for (row, attributes) in rows.iter_mut().zip(attributes) {
+            row.protected_attributes = attributes;
+        }
+    }
+    for row in &mut rows {
+        let request = &mut row.credit_request;
+        if inject.contains(&Injection::Bias) && row.protected_attributes.age_in_years.is_some_and(|age| age <= 25) {
+            request.status_of_existing_checking_account = Some("... < 0 DM".into());
+            request.savings_account_and_bonds = Some("... < 100 DM".into());
+            request.credit_history = Some("delay in paying off in the past".into());
+            request.duration_in_month = request.duration_in_month.map(|months| (months * 2).min(72));
+        }
+        if inject.contains(&Injection::Drift) {
+            request.credit_amount = request.credit_amount.map(|amount| (amount * 3.0).min(1_000_000.0));
+            request.duration_in_month = request.duration_in_month.map(|months| (months + 24).min(120));
+        }
+    }
+    rows
 }
 
 /// Deliberately malformed records and the dead-letter reason each must get.
@@ -73,6 +131,7 @@ pub struct ReplayReport {
 pub async fn replay(options: &ReplayOptions) -> Result<ReplayReport> {
     let rows = read_german_credit(&options.data)?;
     anyhow::ensure!(!rows.is_empty(), "{} has no rows", options.data.display());
+    let rows = scenario_rows(rows, options.protected, &options.inject, options.seed);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &options.bootstrap_servers)
         .set("acks", "all")
@@ -180,4 +239,43 @@ async fn malformed(
         _ => {}
     }
     Ok(Some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Vec<LabeledApplication> {
+        read_german_credit(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data/german_credit.csv")))
+            .unwrap()
+    }
+
+    /// `independent` permutes the protected attributes (same multiset, other rows), leaving the
+    /// credit features alone; `bias` touches only the young; `drift` touches everyone.
+    #[test]
+    fn scenarios_change_what_they_say() {
+        let original = rows();
+        let independent = scenario_rows(original.clone(), ProtectedMode::Independent, &[], 7);
+        let ages = |rows: &[LabeledApplication]| {
+            let mut ages: Vec<_> = rows.iter().map(|row| row.protected_attributes.age_in_years).collect();
+            ages.sort();
+            ages
+        };
+        assert_eq!(ages(&independent), ages(&original));
+        let moved =
+            original.iter().zip(&independent).filter(|(a, b)| a.protected_attributes != b.protected_attributes).count();
+        assert!(moved > 500, "{moved}");
+        assert!(original.iter().zip(&independent).all(|(a, b)| a.credit_request == b.credit_request));
+
+        let biased = scenario_rows(original.clone(), ProtectedMode::AsRecorded, &[Injection::Bias], 7);
+        for (before, after) in original.iter().zip(&biased) {
+            let young = before.protected_attributes.age_in_years.is_some_and(|age| age <= 25);
+            assert_eq!(before.credit_request != after.credit_request, young);
+        }
+        let drifted = scenario_rows(original.clone(), ProtectedMode::AsRecorded, &[Injection::Drift], 7);
+        assert!(original
+            .iter()
+            .zip(&drifted)
+            .all(|(a, b)| b.credit_request.credit_amount.unwrap() == (a.credit_request.credit_amount.unwrap() * 3.0)));
+    }
 }

@@ -12,16 +12,30 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{info, warn};
 
 use crate::http::Readiness;
 use crate::metrics::Metrics;
 use crate::process::InputRecord;
 
-/// Consumer callbacks: logs rebalances, commits stored offsets before partitions are revoked.
+/// A change in this replica's input partitions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PartitionEvent {
+    Assigned { partitions: Vec<i32>, at: chrono::DateTime<Utc> },
+    Revoked { partitions: Vec<i32> },
+}
+
+/// Consumer callbacks: logs rebalances, commits stored offsets before partitions are revoked,
+/// reports assignment changes.
 pub struct SourceContext {
     metrics: Metrics,
     readiness: Arc<Readiness>,
+    partition_events: UnboundedSender<PartitionEvent>,
+}
+
+fn partition_ids(list: &TopicPartitionList) -> Vec<i32> {
+    list.elements().iter().map(|element| element.partition()).collect()
 }
 
 impl ClientContext for SourceContext {}
@@ -30,6 +44,7 @@ impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             info!(partitions = partitions.count(), "partitions revoked; committing stored offsets");
+            let _ = self.partition_events.send(PartitionEvent::Revoked { partitions: partition_ids(partitions) });
             if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
                 warn!(%error, "commit on revoke failed (nothing stored yet is fine)");
             }
@@ -41,7 +56,11 @@ impl ConsumerContext for SourceContext {
         self.metrics.assigned_partitions.set(assigned as i64);
         self.readiness.consumer_joined.store(true, Ordering::Release);
         match rebalance {
-            Rebalance::Assign(partitions) => info!(assigned = partitions.count(), "partitions assigned"),
+            Rebalance::Assign(partitions) => {
+                info!(assigned = partitions.count(), "partitions assigned");
+                let event = PartitionEvent::Assigned { partitions: partition_ids(partitions), at: Utc::now() };
+                let _ = self.partition_events.send(event);
+            }
             Rebalance::Revoke(_) => info!(remaining = assigned, "partitions revoked"),
             Rebalance::Error(error) => warn!(%error, "rebalance error"),
         }
@@ -64,7 +83,7 @@ impl Source {
         client_properties: &BTreeMap<String, String>,
         metrics: Metrics,
         readiness: Arc<Readiness>,
-    ) -> Result<Self, KafkaError> {
+    ) -> Result<(Self, UnboundedReceiver<PartitionEvent>), KafkaError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", bootstrap_servers)
@@ -82,10 +101,11 @@ impl Source {
         for (key, value) in client_properties {
             config.set(key, value);
         }
-        let context = SourceContext { metrics, readiness };
+        let (sender, receiver) = unbounded_channel();
+        let context = SourceContext { metrics, readiness, partition_events: sender };
         let consumer: StreamConsumer<SourceContext> = config.create_with_context(context)?;
         consumer.subscribe(&[topic])?;
-        Ok(Self { consumer, topic: topic.to_owned() })
+        Ok((Self { consumer, topic: topic.to_owned() }, receiver))
     }
 
     /// Waits for one record, then collects more until `max_records` or `max_wait` has passed.

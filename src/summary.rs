@@ -1,5 +1,6 @@
-//! The end-of-run report printed by `make demo`: decisions and approval rates per protected
-//! group and latency from the audit table, dead letters by reason from the worker's metrics.
+//! The end-of-run report printed by `make demo`: decisions and latency from the audit table,
+//! dead letters by reason from the worker's metrics, the fairness table and alert states from
+//! the worker's `/fairness`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,28 +15,12 @@ pub struct RunSummary {
     pub events_consumed: u64,
     pub decisions: BTreeMap<String, i64>,
     pub dead_letters: BTreeMap<String, u64>,
-    /// (attribute, group) → (decisions, approvals).
-    pub groups: BTreeMap<(String, String), (i64, i64)>,
+    /// The worker's `/fairness` report.
+    pub fairness: Option<serde_json::Value>,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub audit_rows: i64,
 }
-
-const GROUPS_SQL: &str = "
-WITH run AS (SELECT decision, protected_attributes AS p FROM decision_audit WHERE application_id LIKE $1 || '%')
-SELECT 'sex' AS attribute,
-       CASE WHEN p->>'personal_status_and_sex' LIKE 'female%' THEN 'female'
-            WHEN p->>'personal_status_and_sex' LIKE 'male%' THEN 'male' ELSE 'unknown' END AS grp,
-       count(*) AS decisions, count(*) FILTER (WHERE decision = 'approve') AS approvals
-FROM run GROUP BY 1, 2
-UNION ALL
-SELECT 'age_band', CASE WHEN (p->>'age_in_years')::int <= 25 THEN '<=25'
-                        WHEN (p->>'age_in_years')::int > 25 THEN '>25' ELSE 'unknown' END,
-       count(*), count(*) FILTER (WHERE decision = 'approve')
-FROM run GROUP BY 1, 2
-UNION ALL
-SELECT 'foreign_worker', coalesce(p->>'foreign_worker', 'unknown'), count(*), count(*) FILTER (WHERE decision = 'approve')
-FROM run GROUP BY 1, 2";
 
 /// Reads the audit figures for application ids starting with `prefix`.
 pub async fn from_audit(pool: &PgPool, prefix: &str) -> Result<RunSummary> {
@@ -50,9 +35,6 @@ pub async fn from_audit(pool: &PgPool, prefix: &str) -> Result<RunSummary> {
         summary.decisions.insert(row.get(0), row.get(1));
     }
     summary.audit_rows = summary.decisions.values().sum();
-    for row in sqlx::query(GROUPS_SQL).bind(prefix).fetch_all(pool).await.context("approval rates by group")? {
-        summary.groups.insert((row.get(0), row.get(1)), (row.get(2), row.get(3)));
-    }
     let latency = sqlx::query(
         "SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), 0), coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), 0)
          FROM (SELECT extract(epoch FROM processed_at - event_time) * 1000 AS ms FROM decision_audit WHERE application_id LIKE $1 || '%') t",
@@ -97,13 +79,8 @@ pub fn render(summary: &RunSummary) -> String {
     for (reason, count) in &summary.dead_letters {
         let _ = writeln!(out, "  {reason:<22} {count}");
     }
-    let _ = writeln!(out, "approval rate by protected group (monitoring only, not model inputs):");
-    for ((attribute, group), (decisions, approvals)) in &summary.groups {
-        let _ = writeln!(
-            out,
-            "  {attribute:<15} {group:<8} {:>5.1}%  ({approvals}/{decisions})",
-            percent(*approvals, *decisions)
-        );
+    if let Some(report) = &summary.fairness {
+        render_fairness(&mut out, report);
     }
     let _ = writeln!(
         out,
@@ -112,6 +89,68 @@ pub fn render(summary: &RunSummary) -> String {
     );
     let _ = writeln!(out, "audit rows written       {}", summary.audit_rows);
     out
+}
+
+fn render_fairness(out: &mut String, report: &serde_json::Value) {
+    let fairness = &report["fairness"];
+    let _ = writeln!(
+        out,
+        "fairness, window of {} s (protected attributes are monitoring only, never model inputs; 95% intervals):",
+        fairness["window_seconds"]
+    );
+    let _ = writeln!(
+        out,
+        "  {:<15} {:<8} {:>9} {:>15} {:>26} {:>28}",
+        "attribute", "group", "decisions", "approval rate", "disparate impact", "parity difference"
+    );
+    let interval =
+        |value: &serde_json::Value| match (value["value"].as_f64(), value["lower"].as_f64(), value["upper"].as_f64()) {
+            (Some(v), Some(l), Some(u)) => format!("{v:.3} [{l:.3}, {u:.3}]"),
+            _ => String::new(),
+        };
+    for attribute in fairness["window"].as_array().into_iter().flatten() {
+        for group in attribute["groups"].as_array().into_iter().flatten() {
+            let rate = group["approval_rate"]["value"]
+                .as_f64()
+                .map(|rate| format!("{:.1}%", 100.0 * rate))
+                .unwrap_or_default();
+            let (impact, parity) = match group["status"].as_str() {
+                Some("ok") => (interval(&group["disparate_impact"]), interval(&group["parity_difference"])),
+                Some("reference") => ("(reference)".to_owned(), String::new()),
+                _ => ("insufficient data".to_owned(), String::new()),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<15} {:<8} {:>9} {rate:>15} {impact:>26} {parity:>28}",
+                attribute["attribute"].as_str().unwrap_or_default(),
+                group["group"].as_str().unwrap_or_default(),
+                group["decisions"].as_u64().unwrap_or(0),
+            );
+        }
+    }
+    let alerts: Vec<String> = report["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|alert| alert["state"].as_str() != Some("normal"))
+        .map(|alert| {
+            let field = |name: &str| alert[name].as_str().unwrap_or_default().to_owned();
+            format!("{}/{}/{} ({})", field("kind").to_lowercase(), field("metric"), field("subject"), field("state"))
+        })
+        .collect();
+    let mut drift: Vec<(f64, &str)> = report["drift"]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|series| Some((series["psi"].as_f64()?, series["name"].as_str()?)))
+        .collect();
+    drift.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let drift_line = match drift.first() {
+        Some((psi, name)) => format!("{} series, highest PSI {psi:.3} ({name})", drift.len()),
+        None => "too few events for PSI".to_owned(),
+    };
+    let _ = writeln!(out, "drift vs training histograms: {drift_line}");
+    let _ = writeln!(out, "alerts: {}", if alerts.is_empty() { "none".to_owned() } else { alerts.join(", ") });
 }
 
 fn percent(part: i64, whole: i64) -> f64 {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use schema_registry_converter::async_impl::schema_registry::{post_schema, SrSettings};
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
@@ -17,16 +18,17 @@ use crate::audit::AuditStore;
 use crate::config::WorkerConfig;
 use crate::decision::Cutoffs;
 use crate::decode::{split_frame, DecodeError, SchemaCache, SchemaLookupError};
-use crate::events::LOAN_DECISION_SCHEMA;
+use crate::events::{LOAN_DECISION_SCHEMA, MONITORING_ALERT_SCHEMA};
 use crate::http::{self, Readiness};
 use crate::metrics::Metrics;
 use crate::model::card::ModelCard;
 use crate::model::scorer::ScoringPool;
 use crate::model::ModelBundle;
+use crate::monitoring::{run_evaluator, Monitoring};
 use crate::offsets::next_offsets;
 use crate::process::{process_batch, BatchContext, InputRecord, Outcome};
 use crate::publish::{Publication, Publisher};
-use crate::source::Source;
+use crate::source::{PartitionEvent, Source};
 
 /// Shutdown was requested while a batch could not be finished; its offsets were not stored.
 struct Abandoned;
@@ -41,8 +43,9 @@ struct Worker {
     audit: AuditStore,
     schemas: SchemaCache,
     decision_schema_id: u32,
-    publisher: Publisher,
+    publisher: Arc<Publisher>,
     source: Source,
+    monitoring: Arc<Monitoring>,
     shutdown: CancellationToken,
 }
 
@@ -50,13 +53,20 @@ struct Worker {
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()> {
     let metrics = Metrics::new();
     let readiness = Arc::new(Readiness::default());
-    let bound = http::serve(config.http_listen, metrics.clone(), Arc::clone(&readiness), shutdown.clone())
-        .await
-        .with_context(|| format!("binding http.listen {}", config.http_listen))?;
-    info!(address = %bound, "http endpoint listening");
-
     let bundle = ModelBundle::load(&config.model.directory)
         .with_context(|| format!("loading model.directory {}", config.model.directory.display()))?;
+    let monitoring = Arc::new(Monitoring::new(&config, &bundle.card, metrics.clone()));
+    let bound = http::serve(
+        config.http_listen,
+        metrics.clone(),
+        Arc::clone(&readiness),
+        Arc::clone(&monitoring),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("binding http.listen {}", config.http_listen))?;
+    info!(address = %bound, "http endpoint listening");
+
     let cutoffs = config.cutoffs(bundle.card.cutoffs)?;
     let pool = ScoringPool::start(&bundle.model_text, config.model.scoring_threads)?;
     metrics.model_info.with_label_values(&[&bundle.card.version, &bundle.card.model_sha256]).set(1);
@@ -80,17 +90,23 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         post_schema(&registry, subject.clone(), schema).await.map(|registered| registered.id)
     })
     .await?;
+    let alerts_subject = format!("{}-value", config.kafka.alerts_topic);
+    let alert_schema_id = retry_until(&shutdown, &backoff, "registering the MonitoringAlert schema", || async {
+        let schema = SuppliedSchema::new(None, SchemaType::Avro, MONITORING_ALERT_SCHEMA.to_owned());
+        post_schema(&registry, alerts_subject.clone(), schema).await.map(|registered| registered.id)
+    })
+    .await?;
     readiness.schema_registry_ok.store(true, Ordering::Release);
-    info!(subject, id = decision_schema_id, "LoanDecision schema registered");
+    info!(subject, id = decision_schema_id, alerts_subject, alert_id = alert_schema_id, "output schemas registered");
 
     let kafka = &config.kafka;
-    let publisher = Publisher::new(
+    let publisher = Arc::new(Publisher::new(
         &kafka.bootstrap_servers,
         &kafka.client_properties,
         &kafka.decisions_topic,
         &kafka.dead_letter_topic,
-    )?;
-    let source = Source::subscribe(
+    )?);
+    let (source, partition_events) = Source::subscribe(
         &kafka.bootstrap_servers,
         &kafka.group_id,
         &kafka.input_topic,
@@ -100,6 +116,21 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         Arc::clone(&readiness),
     )?;
     info!(topic = %kafka.input_topic, group = %kafka.group_id, "subscribed");
+    tokio::spawn(follow_partitions(
+        Arc::clone(&monitoring),
+        audit.pool().clone(),
+        kafka.input_topic.clone(),
+        config.fairness.window_seconds as i64,
+        partition_events,
+    ));
+    let evaluator = tokio::spawn(run_evaluator(
+        Arc::clone(&monitoring),
+        Arc::clone(&publisher),
+        kafka.alerts_topic.clone(),
+        alert_schema_id,
+        Duration::from_millis(config.alerts.evaluation_interval_ms),
+        shutdown.clone(),
+    ));
 
     let worker = Worker {
         card: Arc::new(bundle.card),
@@ -112,10 +143,43 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         source,
         metrics,
         readiness,
+        monitoring,
         shutdown: shutdown.clone(),
         config,
     };
-    worker.run_loop().await
+    let result = worker.run_loop().await;
+    let _ = evaluator.await;
+    result
+}
+
+/// Keeps the monitors to this replica's partitions: rebuilds newly assigned partitions' windows
+/// from the audit table, forgets revoked ones.
+async fn follow_partitions(
+    monitoring: Arc<Monitoring>,
+    pool: sqlx::PgPool,
+    topic: String,
+    window_seconds: i64,
+    mut events: UnboundedReceiver<PartitionEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            PartitionEvent::Revoked { partitions } => monitoring.forget_partitions(&partitions),
+            PartitionEvent::Assigned { partitions, at } => {
+                for attempt in 0..5u64 {
+                    match monitoring.rebuild(&pool, &topic, &partitions, at, window_seconds).await {
+                        Ok(rows) => {
+                            info!(?partitions, rows, "monitoring windows rebuilt from the audit table");
+                            break;
+                        }
+                        Err(error) => {
+                            warn!(%error, attempt, "rebuilding monitoring windows failed");
+                            tokio::time::sleep(Duration::from_secs(1 + attempt)).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Worker {
@@ -293,6 +357,14 @@ impl Worker {
                 Outcome::Decided(decided) => {
                     self.metrics.decisions.with_label_values(&[decided.decision.decision.as_str()]).inc();
                     let audit = &decided.audit;
+                    self.monitoring.record(
+                        audit.source_partition,
+                        decided.decision.event_time,
+                        &audit.protected_attributes,
+                        decided.decision.decision,
+                        &decided.features,
+                        audit.probability_of_default,
+                    );
                     let since_event = (now - audit.event_time).num_microseconds().unwrap_or(0) as f64 / 1e6;
                     let since_consume = (now - audit.consumed_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
                     self.metrics.event_to_decision_seconds.observe(since_event.max(0.0));

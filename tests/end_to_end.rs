@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use credit_worker::events::{LoanDecision, LOAN_DECISION};
 use credit_worker::model::ModelBundle;
-use credit_worker::replay::{replay, ReplayOptions, MALFORMED_KINDS};
+use credit_worker::replay::{replay, ProtectedMode, ReplayOptions, MALFORMED_KINDS};
 use sqlx::Row;
 
 const PARTITIONS: i32 = 4;
@@ -25,6 +25,9 @@ fn replay_options(deployment: &Deployment, prefix: &str, malformed: usize) -> Re
         rate: 0.0,
         id_prefix: prefix.into(),
         malformed,
+        protected: ProtectedMode::AsRecorded,
+        inject: Vec::new(),
+        seed: 7,
     }
 }
 

@@ -1,0 +1,179 @@
+//! Fairness and drift monitoring on the local stack, the worker as a separate process with a
+//! short window: an unbiased replay raises no alert; injected bias and drift raise the alerts
+//! on the alerts topic and in the Prometheus gauges; removing them resolves the alerts. And a
+//! restarted worker rebuilds its windows from the audit table.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use credit_worker::events::{MonitoringAlert, MONITORING_ALERT};
+use credit_worker::replay::{replay, Injection, ProtectedMode, ReplayOptions};
+
+const WINDOW_SECONDS: u64 = 20;
+
+fn options(deployment: &Deployment, prefix: &str, inject: Vec<Injection>) -> ReplayOptions {
+    ReplayOptions {
+        data: data_path(),
+        bootstrap_servers: BOOTSTRAP.into(),
+        schema_registry_url: REGISTRY.into(),
+        topic: deployment.input_topic.clone(),
+        count: None,
+        rate: 0.0,
+        id_prefix: prefix.into(),
+        malformed: 0,
+        protected: ProtectedMode::Independent,
+        inject,
+        seed: 7,
+    }
+}
+
+fn short_windows() -> Vec<(&'static str, String)> {
+    vec![
+        ("CREDIT_WORKER__FAIRNESS__WINDOW_SECONDS", WINDOW_SECONDS.to_string()),
+        ("CREDIT_WORKER__FAIRNESS__BUCKET_SECONDS", "1".into()),
+        ("CREDIT_WORKER__ALERTS__SUSTAIN_SECONDS", "1".into()),
+        ("CREDIT_WORKER__ALERTS__EVALUATION_INTERVAL_MS", "200".into()),
+    ]
+}
+
+fn alerts(deployment: &Deployment, expected: usize, timeout: Duration) -> Vec<MonitoringAlert> {
+    let reader = apache_avro::reader::datum::GenericDatumReader::builder(&MONITORING_ALERT).build().unwrap();
+    read_topic(&deployment.alerts_topic, expected, timeout)
+        .into_iter()
+        .map(|record| reader.read_deser::<MonitoringAlert>(&mut &record.value.unwrap()[5..]).unwrap())
+        .collect()
+}
+
+/// Reads the alerts topic until `done` holds (or 30 s).
+fn alerts_until(deployment: &Deployment, done: impl Fn(&[MonitoringAlert]) -> bool) -> Vec<MonitoringAlert> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let read = alerts(deployment, usize::MAX, Duration::from_secs(1));
+        if done(&read) || Instant::now() > deadline {
+            return read;
+        }
+    }
+}
+
+async fn wait_decided(worker: &WorkerProcess, total: f64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while worker.metric("credit_worker_decisions_total").await < total {
+        assert!(Instant::now() < deadline, "not decided in time; log: {}", worker.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn gauge(worker: &WorkerProcess, series: &str) -> f64 {
+    let text = reqwest::get(worker.url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no series {series}"))
+}
+
+/// Unbiased replay: no alert. Injected bias and drift: the disparate-impact alert for the
+/// young fires (event on the alerts topic, gauge at 1) and credit_amount's PSI alert fires.
+/// Unbiased traffic after the window has passed: both resolve, one event per change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bias_and_drift_alerts_fire_and_resolve() {
+    let deployment = Deployment::create("alerts", 2).await;
+    let settings = short_windows();
+    let env: Vec<(&str, &str)> = settings.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    let mut worker = WorkerProcess::start(&deployment, &env);
+    worker.wait_ready(Duration::from_secs(60)).await;
+
+    replay(&options(&deployment, "fair", vec![])).await.unwrap();
+    wait_decided(&worker, 1000.0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(alerts(&deployment, 1, Duration::from_secs(2)).is_empty(), "no alert on an unbiased replay");
+    let fair_di = gauge(
+        &worker,
+        "credit_worker_fairness_disparate_impact_ratio{attribute=\"age_band\",estimate=\"point\",group=\"<=25\"}",
+    )
+    .await;
+    let fair_psi = gauge(&worker, "credit_worker_drift_psi{feature=\"credit_amount\"}").await;
+    assert!(fair_di > 0.8, "DI on the unbiased replay: {fair_di}");
+    assert!(fair_psi < 0.1, "PSI on the unbiased replay: {fair_psi}");
+
+    replay(&options(&deployment, "biased", vec![Injection::Bias, Injection::Drift])).await.unwrap();
+    wait_decided(&worker, 2000.0).await;
+    let fired = alerts_until(&deployment, |alerts| {
+        ["fairness/disparate_impact/age_band/<=25", "drift/psi/credit_amount"]
+            .iter()
+            .all(|key| alerts.iter().any(|alert| alert.alert_key == *key))
+    });
+    let di_alert = fired.iter().find(|alert| alert.alert_key == "fairness/disparate_impact/age_band/<=25");
+    let di_alert = di_alert.unwrap_or_else(|| panic!("DI alert expected, got {fired:?}"));
+    assert_eq!(di_alert.state, credit_worker::alerts::AlertState::Firing);
+    assert!(di_alert.interval_upper.unwrap() < 0.8 && di_alert.value < 0.8);
+    assert!(fired.iter().any(|alert| alert.alert_key == "drift/psi/credit_amount"), "{fired:?}");
+    let firing = "credit_worker_alert_firing{kind=\"fairness\",metric=\"disparate_impact\",subject=\"age_band/<=25\"}";
+    assert_eq!(gauge(&worker, firing).await, 1.0);
+    let biased_di = gauge(
+        &worker,
+        "credit_worker_fairness_disparate_impact_ratio{attribute=\"age_band\",estimate=\"point\",group=\"<=25\"}",
+    )
+    .await;
+    let biased_psi = gauge(&worker, "credit_worker_drift_psi{feature=\"credit_amount\"}").await;
+
+    tokio::time::sleep(Duration::from_secs(WINDOW_SECONDS + 1)).await;
+    replay(&options(&deployment, "after", vec![])).await.unwrap();
+    wait_decided(&worker, 3000.0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gauge(&worker, firing).await != 0.0 {
+        assert!(Instant::now() < deadline, "DI alert did not resolve");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let resolved = |alerts: &[MonitoringAlert], key: &str| {
+        alerts.iter().any(|alert| alert.alert_key == key && alert.state == credit_worker::alerts::AlertState::Resolved)
+    };
+    let all = alerts_until(&deployment, |alerts| {
+        resolved(alerts, "fairness/disparate_impact/age_band/<=25") && resolved(alerts, "drift/psi/credit_amount")
+    });
+    let states =
+        |key: &str| all.iter().filter(|alert| alert.alert_key == key).map(|alert| alert.state).collect::<Vec<_>>();
+    use credit_worker::alerts::AlertState::{Firing, Resolved};
+    assert_eq!(states("fairness/disparate_impact/age_band/<=25"), vec![Firing, Resolved]);
+    assert_eq!(states("drift/psi/credit_amount"), vec![Firing, Resolved]);
+    println!("DI(age<=25): unbiased {fair_di:.3}, biased {biased_di:.3}; PSI(credit_amount): unbiased {fair_psi:.4}, drifted {biased_psi:.3}");
+    for alert in &all {
+        println!(
+            "alert {} {:?} value {:.3} [{:?}, {:?}] n={}",
+            alert.alert_key, alert.state, alert.value, alert.interval_lower, alert.interval_upper, alert.sample_size
+        );
+    }
+    assert!(worker.terminate(Duration::from_secs(30)));
+}
+
+/// A restarted worker (same group, nothing left to consume) rebuilds its fairness windows
+/// from the audit table instead of starting empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_rebuilds_windows_from_the_audit_table() {
+    let deployment = Deployment::create("rebuild", 2).await;
+    let mut worker = WorkerProcess::start(&deployment, &[]);
+    worker.wait_ready(Duration::from_secs(60)).await;
+    replay(&ReplayOptions { count: Some(300), ..options(&deployment, "rebuild", vec![]) }).await.unwrap();
+    wait_decided(&worker, 300.0).await;
+    let before = fairness_window_total(&worker).await;
+    assert_eq!(before, 300);
+    assert!(worker.terminate(Duration::from_secs(30)));
+
+    let mut restarted = WorkerProcess::start(&deployment, &[]);
+    restarted.wait_ready(Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fairness_window_total(&restarted).await != 300 {
+        assert!(Instant::now() < deadline, "windows not rebuilt; log: {}", restarted.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(restarted.metric("credit_worker_events_consumed_total").await, 0.0);
+    assert!(restarted.terminate(Duration::from_secs(30)));
+}
+
+/// Decisions in the window over the `sex` groups, from `/fairness`.
+async fn fairness_window_total(worker: &WorkerProcess) -> u64 {
+    let report: serde_json::Value = reqwest::get(worker.url("/fairness")).await.unwrap().json().await.unwrap();
+    let sex =
+        report["fairness"]["window"].as_array().unwrap().iter().find(|a| a["attribute"] == "sex").unwrap().clone();
+    sex["groups"].as_array().unwrap().iter().map(|group| group["decisions"].as_u64().unwrap()).sum()
+}
