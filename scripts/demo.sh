@@ -44,6 +44,15 @@ for _ in $(seq 1 600); do
 done
 [ "$decided" -ge "$rows" ] || { echo "timed out: $decided of $rows decided; see .stack/logs/worker-demo.log"; exit 1; }
 
+echo "== publishing the observed outcomes (delayed labels) of the $rows applications"
+"$bin" replay --id-prefix "$run_id" --outcomes-topic loan-outcomes --outcomes-only
+for _ in $(seq 1 300); do
+  matched=$(curl -fsS "$metrics_url" | awk '/^credit_worker_outcomes_total\{result="matched"\}/ {print $2 + 0}')
+  [ "${matched:-0}" -ge "$rows" ] && break
+  sleep 0.2
+done
+sleep 6 # one evaluation interval, so the gauges and /fairness include the outcomes
+
 echo
 "$bin" summary --database-url "$database_url" --metrics-url "$metrics_url" --id-prefix "$run_id" --replayed "$expected"
 cat <<MSG

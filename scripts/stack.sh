@@ -17,7 +17,7 @@ bin=${CREDIT_WORKER_BIN:-$root/target/debug/credit-worker}
 kafka_port=19092
 registry_port=18081
 partitions=${PARTITIONS:-4}
-topics=(loan-applications loan-decisions loan-applications-dlq credit-alerts)
+topics=(loan-applications loan-decisions loan-applications-dlq credit-alerts loan-outcomes)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -91,7 +91,12 @@ case "${1:-up}" in
     ensure_database credit_worker
     start_tansu
     start_registry
-    "$bin" create-topics --bootstrap-servers "127.0.0.1:$kafka_port" --partitions "$partitions" "${topics[@]}" >&2
+    # A broker that has just opened its port may not answer admin requests yet: retry.
+    for attempt in 1 2 3 4 5 6; do
+      "$bin" create-topics --bootstrap-servers "127.0.0.1:$kafka_port" --partitions "$partitions" "${topics[@]}" >&2 && break
+      [ "$attempt" -lt 6 ] || { log "creating topics failed"; exit 1; }
+      sleep 2
+    done
     log "up: kafka 127.0.0.1:$kafka_port, registry http://127.0.0.1:$registry_port, postgres 127.0.0.1:5432/credit_worker"
     ;;
   down)

@@ -119,6 +119,8 @@ pub struct KafkaConfig {
     pub dead_letter_topic: String,
     /// Fairness and drift alert events.
     pub alerts_topic: String,
+    /// `LoanOutcome` events (delayed labels), consumed by the group `<group_id>-outcomes`.
+    pub outcomes_topic: String,
     /// Consumer group session timeout.
     pub session_timeout_ms: u64,
     /// Extra librdkafka properties for consumer and producer (security settings and tuning), passed through as is.
@@ -287,7 +289,7 @@ impl RawConfig {
         if distinct.len() != topics.len() {
             return Err(invalid(
                 "kafka.decisions_topic",
-                "input, decisions, dead-letter and alerts topics must differ",
+                "input, decisions, dead-letter, alerts and outcomes topics must differ",
             ));
         }
         if !(1000..=300_000).contains(&self.kafka.session_timeout_ms) {

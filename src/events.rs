@@ -13,6 +13,13 @@ pub const LOAN_DECISION_SCHEMA: &str = include_str!("../schemas/loan_decision.av
 /// Avro schema text of [`MonitoringAlert`].
 pub const MONITORING_ALERT_SCHEMA: &str = include_str!("../schemas/monitoring_alert.avsc");
 
+/// Avro schema text of the `LoanOutcome` event.
+pub const LOAN_OUTCOME_SCHEMA: &str = include_str!("../schemas/loan_outcome.avsc");
+
+/// Parsed [`LOAN_OUTCOME_SCHEMA`].
+pub static LOAN_OUTCOME: LazyLock<Schema> =
+    LazyLock::new(|| Schema::parse_str(LOAN_OUTCOME_SCHEMA).expect("bundled schema parses"));
+
 /// Parsed [`MONITORING_ALERT_SCHEMA`].
 pub static MONITORING_ALERT: LazyLock<Schema> =
     LazyLock::new(|| Schema::parse_str(MONITORING_ALERT_SCHEMA).expect("bundled schema parses"));

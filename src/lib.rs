@@ -16,6 +16,7 @@
 //! - [`window`]: event-time rolling windows of counts (bucketed, concurrent).
 //! - [`fairness`]: approval rates per protected group, disparate impact and parity with intervals.
 //! - [`drift`]: PSI of features and score against the training histograms.
+//! - [`outcomes`]: delayed outcomes joined to decisions: equal opportunity and rolling AUC per group.
 //! - [`alerts`]: sustained, hysteretic alert state machines (pure).
 //! - [`monitoring`]: feeds the monitors, rebuilds them from the audit table, evaluates alerts, exports gauges.
 //! - [`offsets`]: which offsets may be stored once a batch is durable (pure).
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod model;
 pub mod monitoring;
 pub mod offsets;
+pub mod outcomes;
 pub mod process;
 pub mod publish;
 pub mod registry_standin;

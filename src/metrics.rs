@@ -29,6 +29,10 @@ pub struct Metrics {
     pub drift_window_events: IntGauge,
     pub alert_firing: IntGaugeVec,
     pub alert_events: IntCounterVec,
+    pub outcomes: IntCounterVec,
+    pub equal_opportunity_difference: GaugeVec,
+    pub model_auc: GaugeVec,
+    pub label_coverage: prometheus::Gauge,
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -142,6 +146,26 @@ impl Metrics {
                 &["kind", "state"],
             )
             .expect("metric"),
+            outcomes: IntCounterVec::new(
+                Opts::new("credit_worker_outcomes_total", "Outcome events by result (matched, unmatched, invalid)."),
+                &["result"],
+            )
+            .expect("metric"),
+            equal_opportunity_difference: gauge_vec(
+                "credit_worker_fairness_equal_opportunity_difference",
+                "Approval rate among good payers, group - reference group, outcome window, with 95% bounds.",
+                &["attribute", "group", "estimate"],
+            ),
+            model_auc: gauge_vec(
+                "credit_worker_model_auc",
+                "Rolling ROC AUC of the score on matched outcomes (attribute=all for everyone).",
+                &["attribute", "group"],
+            ),
+            label_coverage: prometheus::Gauge::new(
+                "credit_worker_outcomes_label_coverage",
+                "Matched outcomes in the outcome window / decisions in the fairness window (label maturity).",
+            )
+            .expect("metric"),
             registry,
         };
         for collector in [
@@ -165,6 +189,10 @@ impl Metrics {
             Box::new(metrics.drift_window_events.clone()),
             Box::new(metrics.alert_firing.clone()),
             Box::new(metrics.alert_events.clone()),
+            Box::new(metrics.outcomes.clone()),
+            Box::new(metrics.equal_opportunity_difference.clone()),
+            Box::new(metrics.model_auc.clone()),
+            Box::new(metrics.label_coverage.clone()),
         ] {
             metrics.registry.register(collector).expect("unique metric names");
         }

@@ -25,6 +25,7 @@ use crate::fairness::stats::Estimate;
 use crate::fairness::{ComparisonStatus, FairnessMonitor, FairnessSnapshot};
 use crate::metrics::Metrics;
 use crate::model::card::ModelCard;
+use crate::outcomes::{OutcomeMonitor, OutcomeSnapshot};
 use crate::publish::Publisher;
 
 /// Thresholds used by the alert rules.
@@ -54,6 +55,7 @@ struct Detail {
 pub struct Monitoring {
     pub fairness: FairnessMonitor,
     pub drift: DriftMonitor,
+    pub outcomes: OutcomeMonitor,
     tracker: Mutex<AlertTracker>,
     thresholds: Thresholds,
     feature_names: Vec<String>,
@@ -68,6 +70,12 @@ impl Monitoring {
         let bucket_count = (config.fairness.window_seconds / config.fairness.bucket_seconds) as i64;
         Self {
             fairness: FairnessMonitor::new(
+                config.grouping.clone(),
+                config.fairness.min_group_size,
+                bucket_millis,
+                bucket_count,
+            ),
+            outcomes: OutcomeMonitor::new(
                 config.grouping.clone(),
                 config.fairness.min_group_size,
                 bucket_millis,
@@ -107,6 +115,11 @@ impl Monitoring {
             self.metrics.fairness_decisions.with_label_values(&[attribute, group.as_str(), outcome.as_str()]).inc();
         }
         self.drift.record(partition, event_millis, features, probability_of_default);
+    }
+
+    /// Counts an outcome event by result (`matched`, `unmatched`, `invalid`).
+    pub fn count_outcome(&self, result: &str) {
+        self.metrics.outcomes.with_label_values(&[result]).inc();
     }
 
     /// Forgets revoked partitions.
@@ -167,6 +180,7 @@ impl Monitoring {
     pub fn evaluate(&self, now_millis: i64) -> Vec<MonitoringAlert> {
         let fairness = self.fairness.snapshot();
         let drift = self.drift.snapshot();
+        self.export_outcomes(&self.outcomes.snapshot(), &fairness);
         let mut observations = Vec::new();
         let mut details = HashMap::new();
         self.fairness_observations(&fairness, &mut observations, &mut details);
@@ -204,6 +218,7 @@ impl Monitoring {
             "model_version": self.model_version,
             "fairness": self.fairness.snapshot(),
             "drift": self.drift.snapshot(),
+            "outcomes": self.outcomes.snapshot(),
             "alerts": statuses,
         })
     }
@@ -265,6 +280,22 @@ impl Monitoring {
                 }
             }
         }
+    }
+
+    fn export_outcomes(&self, outcomes: &OutcomeSnapshot, fairness: &FairnessSnapshot) {
+        let metrics = &self.metrics;
+        metrics.model_auc.with_label_values(&["all", "all"]).set(outcomes.auc.unwrap_or(f64::NAN));
+        for attribute in &outcomes.attributes {
+            for group in &attribute.groups {
+                let labels = [attribute.attribute.as_str(), group.group.as_str()];
+                metrics.model_auc.with_label_values(&labels).set(group.auc.unwrap_or(f64::NAN));
+                set_estimate(&metrics.equal_opportunity_difference, &labels, group.equal_opportunity_difference);
+            }
+        }
+        let decided: u64 =
+            fairness.window.first().map_or(0, |attribute| attribute.groups.iter().map(|g| g.decisions).sum());
+        let coverage = if decided == 0 { f64::NAN } else { outcomes.labelled as f64 / decided as f64 };
+        metrics.label_coverage.set(coverage);
     }
 
     fn drift_observations(

@@ -26,8 +26,16 @@ const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 /// Registered schemas: ids are positions in `schemas` + 1, versions positions in a subject's list + 1.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct RegistryState {
-    schemas: Vec<String>,
+    schemas: Vec<StoredSchema>,
     subjects: BTreeMap<String, Vec<u32>>,
+}
+
+/// A schema as registered (returned as is, logical types and docs included) and its parsing
+/// canonical form (used to recognise the same schema written differently).
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSchema {
+    text: String,
+    canonical: String,
 }
 
 impl RegistryState {
@@ -35,10 +43,10 @@ impl RegistryState {
     /// registering a subject's existing schema again adds no version.
     pub fn register(&mut self, subject: &str, schema: &str) -> Result<u32, String> {
         let canonical = canonical(schema)?;
-        let id = match self.schemas.iter().position(|known| *known == canonical) {
-            Some(index) => index as u32 + 1,
+        let id = match self.id_of(&canonical) {
+            Some(id) => id,
             None => {
-                self.schemas.push(canonical);
+                self.schemas.push(StoredSchema { text: schema.to_owned(), canonical });
                 self.schemas.len() as u32
             }
         };
@@ -49,9 +57,14 @@ impl RegistryState {
         Ok(id)
     }
 
-    /// The schema text with `id`.
+    /// The schema text with `id`, as registered.
     pub fn schema(&self, id: u32) -> Option<&str> {
-        self.schemas.get((id as usize).checked_sub(1)?).map(String::as_str)
+        self.schemas.get((id as usize).checked_sub(1)?).map(|stored| stored.text.as_str())
+    }
+
+    /// The id of the schema whose canonical form is `canonical`.
+    fn id_of(&self, canonical: &str) -> Option<u32> {
+        self.schemas.iter().position(|known| known.canonical == canonical).map(|index| index as u32 + 1)
     }
 
     /// (version, id) of `subject`'s `version` ("latest" or a number).
@@ -190,12 +203,10 @@ async fn lookup(
     let wanted = canonical(&request.schema).map_err(ApiError::InvalidSchema)?;
     with_state(&shared, |state| {
         let versions = state.subjects.get(&subject).ok_or(ApiError::SubjectNotFound)?;
-        let (index, id) = versions
-            .iter()
-            .enumerate()
-            .find(|(_, id)| state.schema(**id) == Some(wanted.as_str()))
-            .ok_or(ApiError::SchemaNotFound)?;
-        Ok(answer(StatusCode::OK, json!({ "subject": subject, "version": index + 1, "id": id, "schema": wanted })))
+        let id = state.id_of(&wanted).ok_or(ApiError::SchemaNotFound)?;
+        let index = versions.iter().position(|known| *known == id).ok_or(ApiError::SchemaNotFound)?;
+        let schema = state.schema(id).unwrap_or_default();
+        Ok(answer(StatusCode::OK, json!({ "subject": subject, "version": index + 1, "id": id, "schema": schema })))
     })
 }
 
@@ -252,5 +263,8 @@ mod tests {
         assert_eq!(state.schema(0), None);
         assert_eq!(state.schema(3), None);
         assert!(state.register("s-value", "{not avro").is_err());
+        let logical = r#"{"type":"record","name":"T","fields":[{"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+        let id = state.register("t-value", logical).unwrap();
+        assert_eq!(state.schema(id), Some(logical), "returned as registered, logical type kept");
     }
 }

@@ -18,7 +18,8 @@ use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
 
 use crate::dataset::{read_german_credit, LabeledApplication};
-use crate::events::{LoanApplication, LOAN_APPLICATION_SCHEMA};
+use crate::events::{LoanApplication, LOAN_APPLICATION_SCHEMA, LOAN_OUTCOME_SCHEMA};
+use crate::outcomes::source::LoanOutcome;
 
 /// Options of `credit-worker replay`.
 #[derive(Debug, Clone, clap::Args)]
@@ -55,6 +56,14 @@ pub struct ReplayOptions {
     /// younger; `drift` triples credit amounts and lengthens durations by 24 months for everyone.
     #[arg(long, value_enum)]
     pub inject: Vec<Injection>,
+    /// Also publish each valid application's observed outcome (the data set's label) to this
+    /// topic, after the applications.
+    #[arg(long)]
+    pub outcomes_topic: Option<String>,
+    /// With `--outcomes-topic`: publish only the outcomes (of applications replayed earlier with
+    /// the same `--id-prefix` and `--count`), as the lender's outcome feed would, later.
+    #[arg(long, requires = "outcomes_topic")]
+    pub outcomes_only: bool,
     /// Seed for `--protected independent`.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -159,6 +168,12 @@ pub async fn replay(options: &ReplayOptions) -> Result<ReplayReport> {
             .progress_chars("=> "),
     );
     let started = Instant::now();
+    if options.outcomes_only {
+        let topic = options.outcomes_topic.as_deref().context("--outcomes-only needs --outcomes-topic")?;
+        publish_outcomes(&producer, &encoder, topic, options, &rows, valid).await?;
+        producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
+        return Ok(ReplayReport { valid, malformed: 0, elapsed: started.elapsed() });
+    }
     let mut in_flight = FuturesUnordered::new();
     for index in 0..total {
         if options.rate > 0.0 {
@@ -199,7 +214,48 @@ pub async fn replay(options: &ReplayOptions) -> Result<ReplayReport> {
     }
     producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
     progress.finish_and_clear();
+    if let Some(topic) = &options.outcomes_topic {
+        publish_outcomes(&producer, &encoder, topic, options, &rows, valid).await?;
+        producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
+    }
     Ok(ReplayReport { valid, malformed: options.malformed, elapsed: started.elapsed() })
+}
+
+async fn publish_outcomes(
+    producer: &FutureProducer,
+    encoder: &AvroEncoder,
+    topic: &str,
+    options: &ReplayOptions,
+    rows: &[LabeledApplication],
+    valid: usize,
+) -> Result<()> {
+    let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
+        topic.to_owned(),
+        false,
+        SuppliedSchema::new(None, SchemaType::Avro, LOAN_OUTCOME_SCHEMA.to_owned()),
+    );
+    let mut deliveries = FuturesUnordered::new();
+    for index in 0..valid {
+        let outcome = LoanOutcome {
+            application_id: format!("{}-{:08}", options.id_prefix, index + 1),
+            defaulted: rows[index % rows.len()].defaulted,
+            observed_at: chrono::Utc::now().timestamp_millis(),
+        };
+        let bytes = encoder.encode_struct(&outcome, &strategy).await.context("encoding an outcome")?;
+        deliveries.push(async move {
+            let record = FutureRecord::<str, [u8]>::to(topic).key(&outcome.application_id).payload(&bytes);
+            producer.send(record, Duration::from_secs(60)).await.map(|_| ()).map_err(|(error, _)| error)
+        });
+        while deliveries.len() >= 10_000 {
+            if let Some(result) = deliveries.next().await {
+                result.context("delivering an outcome")?;
+            }
+        }
+    }
+    while let Some(result) = deliveries.next().await {
+        result.context("delivering an outcome")?;
+    }
+    Ok(())
 }
 
 fn application(id: &str, row: &LabeledApplication) -> LoanApplication {

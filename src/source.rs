@@ -29,8 +29,8 @@ pub enum PartitionEvent {
 /// Consumer callbacks: logs rebalances, commits stored offsets before partitions are revoked,
 /// reports assignment changes.
 pub struct SourceContext {
-    metrics: Metrics,
-    readiness: Arc<Readiness>,
+    /// The input consumer reports assignment to metrics and readiness; others (outcomes) do not.
+    primary: Option<(Metrics, Arc<Readiness>)>,
     partition_events: UnboundedSender<PartitionEvent>,
 }
 
@@ -53,8 +53,10 @@ impl ConsumerContext for SourceContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let assigned = consumer.assignment().map(|list| list.count()).unwrap_or(0);
-        self.metrics.assigned_partitions.set(assigned as i64);
-        self.readiness.consumer_joined.store(true, Ordering::Release);
+        if let Some((metrics, readiness)) = &self.primary {
+            metrics.assigned_partitions.set(assigned as i64);
+            readiness.consumer_joined.store(true, Ordering::Release);
+        }
         match rebalance {
             Rebalance::Assign(partitions) => {
                 info!(assigned = partitions.count(), "partitions assigned");
@@ -67,7 +69,7 @@ impl ConsumerContext for SourceContext {
     }
 }
 
-/// Consumer of the input topic.
+/// A consumer of one topic (the input topic, or the outcomes topic).
 pub struct Source {
     consumer: StreamConsumer<SourceContext>,
     topic: String,
@@ -81,8 +83,7 @@ impl Source {
         topic: &str,
         session_timeout_ms: u64,
         client_properties: &BTreeMap<String, String>,
-        metrics: Metrics,
-        readiness: Arc<Readiness>,
+        primary: Option<(Metrics, Arc<Readiness>)>,
     ) -> Result<(Self, UnboundedReceiver<PartitionEvent>), KafkaError> {
         let mut config = ClientConfig::new();
         config
@@ -102,7 +103,7 @@ impl Source {
             config.set(key, value);
         }
         let (sender, receiver) = unbounded_channel();
-        let context = SourceContext { metrics, readiness, partition_events: sender };
+        let context = SourceContext { primary, partition_events: sender };
         let consumer: StreamConsumer<SourceContext> = config.create_with_context(context)?;
         consumer.subscribe(&[topic])?;
         Ok((Self { consumer, topic: topic.to_owned() }, receiver))

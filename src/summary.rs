@@ -150,7 +150,40 @@ fn render_fairness(out: &mut String, report: &serde_json::Value) {
         None => "too few events for PSI".to_owned(),
     };
     let _ = writeln!(out, "drift vs training histograms: {drift_line}");
+    render_outcomes(out, &report["outcomes"]);
     let _ = writeln!(out, "alerts: {}", if alerts.is_empty() { "none".to_owned() } else { alerts.join(", ") });
+}
+
+fn render_outcomes(out: &mut String, outcomes: &serde_json::Value) {
+    let labelled = outcomes["labelled"].as_u64().unwrap_or(0);
+    if labelled == 0 {
+        let _ = writeln!(out, "outcomes (delayed labels): none observed yet");
+        return;
+    }
+    let auc = outcomes["auc"].as_f64().map_or("n/a".to_owned(), |auc| format!("{auc:.3}"));
+    let _ = writeln!(out, "outcomes (delayed labels): {labelled} matched to decisions, rolling AUC {auc}");
+    let _ = writeln!(out, "  equal opportunity (approval rate among good payers, difference to the reference group):");
+    for attribute in outcomes["attributes"].as_array().into_iter().flatten() {
+        for group in attribute["groups"].as_array().into_iter().flatten() {
+            let rate = group["true_positive_rate"]["value"]
+                .as_f64()
+                .map(|rate| format!("{:.1}%", 100.0 * rate))
+                .unwrap_or_default();
+            let difference = &group["equal_opportunity_difference"];
+            let difference =
+                match (difference["value"].as_f64(), difference["lower"].as_f64(), difference["upper"].as_f64()) {
+                    (Some(v), Some(l), Some(u)) => format!("{v:+.3} [{l:+.3}, {u:+.3}]"),
+                    _ if attribute["reference_group"] == group["group"] => "(reference)".to_owned(),
+                    _ => "insufficient data".to_owned(),
+                };
+            let _ = writeln!(
+                out,
+                "  {:<15} {:<8} {rate:>7} {difference:>28}",
+                attribute["attribute"].as_str().unwrap_or_default(),
+                group["group"].as_str().unwrap_or_default()
+            );
+        }
+    }
 }
 
 fn percent(part: i64, whole: i64) -> f64 {

@@ -26,6 +26,7 @@ use crate::model::scorer::ScoringPool;
 use crate::model::ModelBundle;
 use crate::monitoring::{run_evaluator, Monitoring};
 use crate::offsets::next_offsets;
+use crate::outcomes::source::OutcomeSource;
 use crate::process::{process_batch, BatchContext, InputRecord, Outcome};
 use crate::publish::{Publication, Publisher};
 use crate::source::{PartitionEvent, Source};
@@ -112,10 +113,33 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         &kafka.input_topic,
         kafka.session_timeout_ms,
         &kafka.client_properties,
-        metrics.clone(),
-        Arc::clone(&readiness),
+        Some((metrics.clone(), Arc::clone(&readiness))),
     )?;
     info!(topic = %kafka.input_topic, group = %kafka.group_id, "subscribed");
+    let outcomes_group = format!("{}-outcomes", kafka.group_id);
+    let (outcome_consumer, outcome_events) = Source::subscribe(
+        &kafka.bootstrap_servers,
+        &outcomes_group,
+        &kafka.outcomes_topic,
+        kafka.session_timeout_ms,
+        &kafka.client_properties,
+        None,
+    )?;
+    let outcome_task = tokio::spawn(
+        OutcomeSource {
+            source: outcome_consumer,
+            partition_events: outcome_events,
+            schemas: SchemaCache::new(registry.clone()),
+            pool: audit.pool().clone(),
+            monitoring: Arc::clone(&monitoring),
+            model_sha256: bundle.card.model_sha256.clone(),
+            topic: kafka.outcomes_topic.clone(),
+            window_seconds: config.fairness.window_seconds as i64,
+            batch_max_records: config.pipeline.batch_max_records,
+            batch_max_wait: Duration::from_millis(config.pipeline.batch_max_wait_ms),
+        }
+        .run(shutdown.clone()),
+    );
     tokio::spawn(follow_partitions(
         Arc::clone(&monitoring),
         audit.pool().clone(),
@@ -149,6 +173,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     };
     let result = worker.run_loop().await;
     let _ = evaluator.await;
+    let _ = outcome_task.await;
     result
 }
 

@@ -28,6 +28,8 @@ fn replay_options(deployment: &Deployment, prefix: &str, malformed: usize) -> Re
         protected: ProtectedMode::AsRecorded,
         inject: Vec::new(),
         seed: 7,
+        outcomes_topic: None,
+        outcomes_only: false,
     }
 }
 

@@ -26,6 +26,8 @@ fn options(deployment: &Deployment, prefix: &str, inject: Vec<Injection>) -> Rep
         protected: ProtectedMode::Independent,
         inject,
         seed: 7,
+        outcomes_topic: None,
+        outcomes_only: false,
     }
 }
 
@@ -176,4 +178,59 @@ async fn fairness_window_total(worker: &WorkerProcess) -> u64 {
     let sex =
         report["fairness"]["window"].as_array().unwrap().iter().find(|a| a["attribute"] == "sex").unwrap().clone();
     sex["groups"].as_array().unwrap().iter().map(|group| group["decisions"].as_u64().unwrap()).sum()
+}
+
+/// Outcomes published after the decisions are joined to them: every outcome matched, a rolling
+/// AUC equal (to binning precision) to the exact AUC of the audited scores against the labels,
+/// and an equal-opportunity difference per group with its interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_give_equal_opportunity_and_rolling_auc() {
+    let deployment = Deployment::create("outcomes", 2).await;
+    let mut worker = WorkerProcess::start(&deployment, &[]);
+    worker.wait_ready(Duration::from_secs(60)).await;
+    let base = ReplayOptions { protected: ProtectedMode::AsRecorded, ..options(&deployment, "out", vec![]) };
+    replay(&base).await.unwrap();
+    wait_decided(&worker, 1000.0).await;
+    let outcomes =
+        ReplayOptions { outcomes_topic: Some(deployment.outcomes_topic.clone()), outcomes_only: true, ..base };
+    replay(&outcomes).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while worker.metric("credit_worker_outcomes_total").await < 1000.0 {
+        assert!(Instant::now() < deadline, "outcomes not consumed; log: {}", worker.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = reqwest::get(worker.url("/metrics")).await.unwrap().text().await.unwrap();
+    let counts: Vec<&str> = text.lines().filter(|line| line.starts_with("credit_worker_outcomes_total")).collect();
+    assert_eq!(counts, vec!["credit_worker_outcomes_total{result=\"matched\"} 1000"]);
+
+    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    let rows: Vec<(f64, bool)> = sqlx::query_as(
+        "SELECT a.probability_of_default, o.defaulted FROM decision_audit a JOIN loan_outcomes o USING (application_id)",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1000);
+    let scores: Vec<f64> = rows.iter().map(|row| row.0).collect();
+    let labels: Vec<f32> = rows.iter().map(|row| if row.1 { 1.0 } else { 0.0 }).collect();
+    let exact = credit_worker::model::train::roc_auc(&scores, &labels);
+
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let report: serde_json::Value = reqwest::get(worker.url("/fairness")).await.unwrap().json().await.unwrap();
+    let outcomes = &report["outcomes"];
+    assert_eq!(outcomes["labelled"], 1000);
+    let rolling = outcomes["auc"].as_f64().unwrap();
+    assert!((rolling - exact).abs() < 0.005, "rolling AUC {rolling} vs exact {exact}");
+    assert_eq!(gauge(&worker, "credit_worker_model_auc{attribute=\"all\",group=\"all\"}").await, rolling);
+    let age = outcomes["attributes"].as_array().unwrap().iter().find(|a| a["attribute"] == "age_band").unwrap();
+    let young = age["groups"].as_array().unwrap().iter().find(|g| g["group"] == "<=25").unwrap();
+    let difference = &young["equal_opportunity_difference"];
+    assert!(difference["lower"].as_f64().unwrap() <= difference["value"].as_f64().unwrap());
+    println!(
+        "rolling AUC {rolling:.4} (exact {exact:.4}); equal opportunity difference age<=25 {:.3} [{:.3}, {:.3}]",
+        difference["value"].as_f64().unwrap(),
+        difference["lower"].as_f64().unwrap(),
+        difference["upper"].as_f64().unwrap()
+    );
+    assert!(worker.terminate(Duration::from_secs(30)));
 }

@@ -79,6 +79,7 @@ pub struct Deployment {
     pub decisions_topic: String,
     pub dead_letter_topic: String,
     pub alerts_topic: String,
+    pub outcomes_topic: String,
     pub group_id: String,
     pub database_url: String,
 }
@@ -93,6 +94,7 @@ impl Deployment {
             decisions_topic: format!("{base}-decisions"),
             dead_letter_topic: format!("{base}-dlq"),
             alerts_topic: format!("{base}-alerts"),
+            outcomes_topic: format!("{base}-outcomes"),
             group_id: format!("{base}-group"),
             database_url: create_database(&base.replace('-', "_")).await,
         };
@@ -101,6 +103,7 @@ impl Deployment {
             &deployment.decisions_topic,
             &deployment.dead_letter_topic,
             &deployment.alerts_topic,
+            &deployment.outcomes_topic,
         ];
         create_topics(&topics.map(String::as_str), partitions).await;
         deployment
@@ -113,6 +116,7 @@ impl Deployment {
             ("CREDIT_WORKER__KAFKA__DECISIONS_TOPIC", self.decisions_topic.clone()),
             ("CREDIT_WORKER__KAFKA__DEAD_LETTER_TOPIC", self.dead_letter_topic.clone()),
             ("CREDIT_WORKER__KAFKA__ALERTS_TOPIC", self.alerts_topic.clone()),
+            ("CREDIT_WORKER__KAFKA__OUTCOMES_TOPIC", self.outcomes_topic.clone()),
             ("CREDIT_WORKER__KAFKA__GROUP_ID", self.group_id.clone()),
             ("CREDIT_WORKER__DATABASE__URL", self.database_url.clone()),
             ("CREDIT_WORKER__HTTP__LISTEN", format!("127.0.0.1:{http_port}")),
