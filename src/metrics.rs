@@ -9,6 +9,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
+    /// Every series name this worker can export (histograms with their suffixes).
+    exported: Vec<String>,
     pub events_consumed: IntCounter,
     pub decisions: IntCounterVec,
     pub dead_letters: IntCounterVec,
@@ -19,6 +21,9 @@ pub struct Metrics {
     pub audit_batch_rows: Histogram,
     pub sink_retries: IntCounterVec,
     pub assigned_partitions: IntGauge,
+    pub consumer_lag: IntGaugeVec,
+    pub errors: IntCounterVec,
+    pub build_info: IntGaugeVec,
     pub model_info: IntGaugeVec,
     pub fairness_decisions: IntCounterVec,
     pub fairness_window_decisions: IntGaugeVec,
@@ -44,7 +49,7 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let latency_buckets = exponential_buckets(0.0005, 2.0, 16).expect("valid buckets");
-        let metrics = Self {
+        let mut metrics = Self {
             events_consumed: IntCounter::new(
                 "credit_worker_events_consumed_total",
                 "Records consumed from the input topic.",
@@ -94,6 +99,21 @@ impl Metrics {
             assigned_partitions: IntGauge::new(
                 "credit_worker_assigned_partitions",
                 "Input partitions assigned to this replica.",
+            )
+            .expect("metric"),
+            consumer_lag: IntGaugeVec::new(
+                Opts::new("credit_worker_consumer_lag", "Records behind the partition's high watermark (librdkafka statistics)."),
+                &["partition"],
+            )
+            .expect("metric"),
+            errors: IntCounterVec::new(
+                Opts::new("credit_worker_errors_total", "Errors by kind (each retried or counted, never dropped silently)."),
+                &["kind"],
+            )
+            .expect("metric"),
+            build_info: IntGaugeVec::new(
+                Opts::new("credit_worker_build_info", "Build of the worker (value 1)."),
+                &["version"],
             )
             .expect("metric"),
             model_info: IntGaugeVec::new(
@@ -167,6 +187,7 @@ impl Metrics {
             )
             .expect("metric"),
             registry,
+            exported: Vec::new(),
         };
         for collector in [
             Box::new(metrics.events_consumed.clone()) as Box<dyn prometheus::core::Collector>,
@@ -179,6 +200,9 @@ impl Metrics {
             Box::new(metrics.audit_batch_rows.clone()),
             Box::new(metrics.sink_retries.clone()),
             Box::new(metrics.assigned_partitions.clone()),
+            Box::new(metrics.consumer_lag.clone()),
+            Box::new(metrics.errors.clone()),
+            Box::new(metrics.build_info.clone()),
             Box::new(metrics.model_info.clone()),
             Box::new(metrics.fairness_decisions.clone()),
             Box::new(metrics.fairness_window_decisions.clone()),
@@ -194,9 +218,23 @@ impl Metrics {
             Box::new(metrics.model_auc.clone()),
             Box::new(metrics.label_coverage.clone()),
         ] {
+            for family in collector.collect() {
+                let name = family.name().to_owned();
+                if family.get_field_type() == prometheus::proto::MetricType::HISTOGRAM {
+                    metrics.exported.extend(["_bucket", "_sum", "_count"].map(|suffix| format!("{name}{suffix}")));
+                } else {
+                    metrics.exported.push(name);
+                }
+            }
             metrics.registry.register(collector).expect("unique metric names");
         }
+        metrics.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         metrics
+    }
+
+    /// Every series name the worker exports, for checking dashboards and rules against.
+    pub fn exported_series_names(&self) -> &[String] {
+        &self.exported
     }
 
     /// Text exposition of every metric.

@@ -38,7 +38,20 @@ fn partition_ids(list: &TopicPartitionList) -> Vec<i32> {
     list.elements().iter().map(|element| element.partition()).collect()
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    /// Consumer lag per assigned partition, from librdkafka's statistics (`statistics.interval.ms`).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some((metrics, _)) = &self.primary else { return };
+        metrics.consumer_lag.reset();
+        for topic in statistics.topics.values() {
+            for (partition, stats) in &topic.partitions {
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    metrics.consumer_lag.with_label_values(&[&partition.to_string()]).set(stats.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -98,7 +111,8 @@ impl Source {
             .set("partition.assignment.strategy", "range,roundrobin")
             // Bounds the wait of a long poll that a broker does not wake early (Tansu does not);
             // overridable through kafka.client_properties.
-            .set("fetch.wait.max.ms", "25");
+            .set("fetch.wait.max.ms", "25")
+            .set("statistics.interval.ms", "5000");
         for (key, value) in client_properties {
             config.set(key, value);
         }
@@ -118,6 +132,7 @@ impl Source {
                 Ok(message) => break owned(&message, &topic),
                 Err(error) => {
                     warn!(%error, "consumer error");
+                    self.count_error();
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -127,7 +142,10 @@ impl Source {
         while batch.len() < max_records {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Ok(Ok(message)) => batch.push(owned(&message, &topic)),
-                Ok(Err(error)) => warn!(%error, "consumer error"),
+                Ok(Err(error)) => {
+                    warn!(%error, "consumer error");
+                    self.count_error();
+                }
                 Err(_) => break,
             }
         }
@@ -144,6 +162,12 @@ impl Source {
                     warn!(%error, partition, "offset not stored (partition revoked?)");
                 }
             }
+        }
+    }
+
+    fn count_error(&self) {
+        if let Some((metrics, _)) = &self.consumer.context().primary {
+            metrics.errors.with_label_values(&["kafka_consume"]).inc();
         }
     }
 

@@ -246,6 +246,7 @@ impl Worker {
             .await
             .map_err(|error| {
                 tracing::error!(%error, "scoring pool failed");
+                self.metrics.errors.with_label_values(&["scoring"]).inc();
                 Abandoned
             })?;
         self.observe_stage("score", started);
@@ -279,6 +280,7 @@ impl Worker {
                     Err(SchemaLookupError::Unavailable(reason)) => {
                         self.readiness.schema_registry_ok.store(false, Ordering::Release);
                         self.metrics.sink_retries.with_label_values(&["schema_registry"]).inc();
+                        self.metrics.errors.with_label_values(&["schema_registry"]).inc();
                         warn!(schema_id = id, %reason, "schema registry unavailable; waiting");
                         self.pause(&backoff, &mut attempt).await?;
                     }
@@ -350,6 +352,7 @@ impl Worker {
                 Ok(()) => published = true,
                 Err(error) => {
                     self.metrics.sink_retries.with_label_values(&["kafka"]).inc();
+                    self.metrics.errors.with_label_values(&["kafka_publish"]).inc();
                     warn!(%error, "publishing failed; retrying");
                 }
             }
@@ -364,6 +367,7 @@ impl Worker {
                 }
                 Err(error) => {
                     self.metrics.sink_retries.with_label_values(&["postgres"]).inc();
+                    self.metrics.errors.with_label_values(&["postgres"]).inc();
                     self.readiness.database_ok.store(false, Ordering::Release);
                     warn!(%error, "audit write failed; retrying");
                 }
