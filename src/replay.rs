@@ -7,12 +7,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use schema_registry_converter::async_impl::avro::AvroEncoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
@@ -174,7 +178,7 @@ pub async fn replay(options: &ReplayOptions) -> Result<ReplayReport> {
         producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
         return Ok(ReplayReport { valid, malformed: 0, elapsed: started.elapsed() });
     }
-    let mut in_flight = FuturesUnordered::new();
+    let mut deliveries = Deliveries::new(&producer, Some(&progress));
     for index in 0..total {
         if options.rate > 0.0 {
             let due = started + Duration::from_secs_f64(index as f64 / options.rate);
@@ -192,26 +196,9 @@ pub async fn replay(options: &ReplayOptions) -> Result<ReplayReport> {
             let bytes = malformed(kind, &id, row, &encoder, &strategy).await?;
             (id, bytes)
         };
-        let producer = &producer;
-        let topic = options.topic.as_str();
-        in_flight.push(async move {
-            let mut record = FutureRecord::<str, [u8]>::to(topic).key(&key);
-            if let Some(bytes) = &value {
-                record = record.payload(bytes.as_slice());
-            }
-            producer.send(record, Duration::from_secs(60)).await.map(|_| ()).map_err(|(error, _)| error)
-        });
-        while in_flight.len() >= 10_000 {
-            if let Some(result) = in_flight.next().await {
-                result.context("delivering an event")?;
-                progress.inc(1);
-            }
-        }
+        deliveries.send(&options.topic, &key, value.as_deref()).await?;
     }
-    while let Some(result) = in_flight.next().await {
-        result.context("delivering an event")?;
-        progress.inc(1);
-    }
+    deliveries.finish().await?;
     producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
     progress.finish_and_clear();
     if let Some(topic) = &options.outcomes_topic {
@@ -234,7 +221,7 @@ async fn publish_outcomes(
         false,
         SuppliedSchema::new(None, SchemaType::Avro, LOAN_OUTCOME_SCHEMA.to_owned()),
     );
-    let mut deliveries = FuturesUnordered::new();
+    let mut deliveries = Deliveries::new(producer, None);
     for index in 0..valid {
         let outcome = LoanOutcome {
             application_id: format!("{}-{:08}", options.id_prefix, index + 1),
@@ -242,20 +229,68 @@ async fn publish_outcomes(
             observed_at: chrono::Utc::now().timestamp_millis(),
         };
         let bytes = encoder.encode_struct(&outcome, &strategy).await.context("encoding an outcome")?;
-        deliveries.push(async move {
-            let record = FutureRecord::<str, [u8]>::to(topic).key(&outcome.application_id).payload(&bytes);
-            producer.send(record, Duration::from_secs(60)).await.map(|_| ()).map_err(|(error, _)| error)
-        });
-        while deliveries.len() >= 10_000 {
-            if let Some(result) = deliveries.next().await {
-                result.context("delivering an outcome")?;
+        deliveries.send(topic, &outcome.application_id, Some(&bytes)).await?;
+    }
+    deliveries.finish().await
+}
+
+/// Records handed to librdkafka as soon as they are made (so rate limits and event times hold),
+/// acknowledgements collected as they arrive; a full local queue waits for acknowledgements.
+struct Deliveries<'a> {
+    producer: &'a FutureProducer,
+    pending: FuturesUnordered<DeliveryFuture>,
+    progress: Option<&'a ProgressBar>,
+}
+
+impl<'a> Deliveries<'a> {
+    fn new(producer: &'a FutureProducer, progress: Option<&'a ProgressBar>) -> Self {
+        Self { producer, pending: FuturesUnordered::new(), progress }
+    }
+
+    async fn send(&mut self, topic: &str, key: &str, value: Option<&[u8]>) -> Result<()> {
+        loop {
+            let mut record = FutureRecord::<str, [u8]>::to(topic).key(key);
+            if let Some(value) = value {
+                record = record.payload(value);
+            }
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    self.pending.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => match self.pending.next().await
+                {
+                    Some(result) => self.check(result)?,
+                    None => tokio::time::sleep(Duration::from_millis(1)).await,
+                },
+                Err((error, _)) => return Err(error).context("producing a record"),
             }
         }
+        while let Some(Some(result)) = self.pending.next().now_or_never() {
+            self.check(result)?;
+        }
+        Ok(())
     }
-    while let Some(result) = deliveries.next().await {
-        result.context("delivering an outcome")?;
+
+    fn check(&self, result: Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>) -> Result<()> {
+        match result {
+            Ok(Ok(_)) => {
+                if let Some(progress) = self.progress {
+                    progress.inc(1);
+                }
+                Ok(())
+            }
+            Ok(Err((error, _))) => Err(error).context("delivering a record"),
+            Err(_) => anyhow::bail!("the producer went away before acknowledging a record"),
+        }
     }
-    Ok(())
+
+    async fn finish(mut self) -> Result<()> {
+        while let Some(result) = self.pending.next().await {
+            self.check(result)?;
+        }
+        Ok(())
+    }
 }
 
 fn application(id: &str, row: &LabeledApplication) -> LoanApplication {
