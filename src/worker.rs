@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use schema_registry_converter::async_impl::schema_registry::{post_schema, SrSettings};
+use schema_registry_converter::async_impl::schema_registry::{get_all_subjects, post_schema, SrSettings};
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
@@ -147,6 +147,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         config.fairness.window_seconds as i64,
         partition_events,
     ));
+    tokio::spawn(probe_dependencies(audit.clone(), registry.clone(), Arc::clone(&readiness), shutdown.clone()));
     let evaluator = tokio::spawn(run_evaluator(
         Arc::clone(&monitoring),
         Arc::clone(&publisher),
@@ -175,6 +176,25 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let _ = evaluator.await;
     let _ = outcome_task.await;
     result
+}
+
+/// Keeps `/ready` true to the dependencies while idle: pings PostgreSQL and the schema registry
+/// every 5 s (batches also update the flags as they succeed or fail).
+async fn probe_dependencies(
+    audit: AuditStore,
+    registry: SrSettings,
+    readiness: Arc<Readiness>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        readiness.database_ok.store(audit.ping().await, Ordering::Release);
+        readiness.schema_registry_ok.store(get_all_subjects(&registry).await.is_ok(), Ordering::Release);
+    }
 }
 
 /// Keeps the monitors to this replica's partitions: rebuilds newly assigned partitions' windows
