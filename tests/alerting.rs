@@ -47,19 +47,11 @@ fn scaled_rules(name: &str) -> String {
 
 fn options(deployment: &Deployment, prefix: &str, count: usize, inject: Vec<Injection>) -> ReplayOptions {
     ReplayOptions {
-        data: data_path(),
-        bootstrap_servers: BOOTSTRAP.into(),
-        schema_registry_url: REGISTRY.into(),
-        topic: deployment.input_topic.clone(),
         count: Some(count),
         rate: 250.0,
-        id_prefix: prefix.into(),
-        malformed: 0,
         protected: ProtectedMode::Independent,
         inject,
-        seed: 7,
-        outcomes_topic: None,
-        outcomes_only: false,
+        ..deployment.replay_options(prefix)
     }
 }
 

@@ -10,27 +10,13 @@ use std::time::Duration;
 use common::*;
 use credit_worker::events::{LoanDecision, LOAN_DECISION};
 use credit_worker::model::ModelBundle;
-use credit_worker::replay::{replay, ProtectedMode, ReplayOptions, MALFORMED_KINDS};
+use credit_worker::replay::{replay, ReplayOptions, MALFORMED_KINDS};
 use sqlx::Row;
 
 const PARTITIONS: i32 = 4;
 
 fn replay_options(deployment: &Deployment, prefix: &str, malformed: usize) -> ReplayOptions {
-    ReplayOptions {
-        data: data_path(),
-        bootstrap_servers: BOOTSTRAP.into(),
-        schema_registry_url: REGISTRY.into(),
-        topic: deployment.input_topic.clone(),
-        count: None,
-        rate: 0.0,
-        id_prefix: prefix.into(),
-        malformed,
-        protected: ProtectedMode::AsRecorded,
-        inject: Vec::new(),
-        seed: 7,
-        outcomes_topic: None,
-        outcomes_only: false,
-    }
+    ReplayOptions { malformed, ..deployment.replay_options(prefix) }
 }
 
 fn decode_decision(value: &[u8]) -> LoanDecision {

@@ -14,21 +14,7 @@ use credit_worker::replay::{replay, Injection, ProtectedMode, ReplayOptions};
 const WINDOW_SECONDS: u64 = 20;
 
 fn options(deployment: &Deployment, prefix: &str, inject: Vec<Injection>) -> ReplayOptions {
-    ReplayOptions {
-        data: data_path(),
-        bootstrap_servers: BOOTSTRAP.into(),
-        schema_registry_url: REGISTRY.into(),
-        topic: deployment.input_topic.clone(),
-        count: None,
-        rate: 0.0,
-        id_prefix: prefix.into(),
-        malformed: 0,
-        protected: ProtectedMode::Independent,
-        inject,
-        seed: 7,
-        outcomes_topic: None,
-        outcomes_only: false,
-    }
+    ReplayOptions { protected: ProtectedMode::Independent, inject, ..deployment.replay_options(prefix) }
 }
 
 fn short_windows() -> Vec<(&'static str, String)> {

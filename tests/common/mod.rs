@@ -109,6 +109,26 @@ impl Deployment {
         deployment
     }
 
+    /// Replay of the whole data set, once, as fast as possible, to this deployment's input topic;
+    /// tests override what they need.
+    pub fn replay_options(&self, prefix: &str) -> credit_worker::replay::ReplayOptions {
+        credit_worker::replay::ReplayOptions {
+            data: data_path(),
+            bootstrap_servers: BOOTSTRAP.into(),
+            schema_registry_url: REGISTRY.into(),
+            topic: self.input_topic.clone(),
+            count: None,
+            rate: 0.0,
+            id_prefix: prefix.into(),
+            malformed: 0,
+            protected: credit_worker::replay::ProtectedMode::AsRecorded,
+            inject: Vec::new(),
+            seed: 7,
+            outcomes_topic: None,
+            outcomes_only: false,
+        }
+    }
+
     /// Environment overrides pointing a worker at this deployment.
     pub fn worker_env(&self, http_port: u16) -> HashMap<String, String> {
         [
