@@ -20,8 +20,13 @@ if [ -f "$state/run/demo-worker.pid" ]; then
   sleep 1
 fi
 
-echo "== starting the worker (log: .stack/logs/worker-demo.log)"
-"$bin" worker --config config/default.toml >"$state/logs/worker-demo.log" 2>&1 &
+# The admin API needs a token: a fresh random one per demo, readable only by this user.
+token_file="$state/run/admin-token"
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$token_file")
+
+echo "== starting the worker with credit-v2 as shadow challenger (log: .stack/logs/worker-demo.log)"
+CREDIT_WORKER__MODEL__SHADOW_DIRECTORY=models/credit-v2 CREDIT_WORKER__ADMIN__TOKEN_FILE="$token_file" \
+  "$bin" worker --config config/default.toml >"$state/logs/worker-demo.log" 2>&1 &
 echo $! >"$state/run/demo-worker.pid"
 for _ in $(seq 1 300); do
   curl -fsS http://127.0.0.1:9464/ready >/dev/null 2>&1 && break
@@ -55,12 +60,16 @@ sleep 6 # one evaluation interval, so the gauges and /fairness include the outco
 
 echo
 "$bin" summary --database-url "$database_url" --metrics-url "$metrics_url" --id-prefix "$run_id" --replayed "$expected"
+echo
+echo "== reproducing this run's decisions from the audit table (hash chains + re-scoring)"
+"$bin" audit verify --database-url "$database_url" --models-root models --id-prefix "$run_id"
 cat <<MSG
 
 Look further (the worker is still running, pid $(cat "$state/run/demo-worker.pid")):
   metrics     curl -s $metrics_url | grep credit_worker_
   readiness   curl -s http://127.0.0.1:9464/ready
   audit rows  psql $database_url -c "SELECT application_id, decision, round(probability_of_default::numeric, 3) AS pd, model_version FROM decision_audit WHERE application_id LIKE '$run_id-%' ORDER BY application_id LIMIT 10"
+  models      curl -s -H "Authorization: Bearer \$(cat $token_file)" http://127.0.0.1:9464/admin/model
   worker log  .stack/logs/worker-demo.log
   stop        make stack-down
 MSG

@@ -57,6 +57,20 @@ pub struct RawConfig {
     pub http: HttpConfig,
     /// Log output.
     pub logging: LoggingConfig,
+    /// Admin endpoints (model lifecycle).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// Environment variable holding the admin bearer token (alternative to `admin.token_file`).
+pub const ADMIN_TOKEN_ENV: &str = "CREDIT_WORKER_ADMIN_TOKEN";
+
+/// Admin endpoints: enabled only when a token is configured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// File holding the bearer token (a mounted secret); else `CREDIT_WORKER_ADMIN_TOKEN`; else disabled.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Fairness monitoring.
@@ -162,6 +176,10 @@ pub struct ModelConfig {
     pub approve_below: Option<f64>,
     /// Override of the model card's decline cutoff.
     pub decline_at_or_above: Option<f64>,
+    /// Challenger directory, scored on every event for comparison only (never acted on).
+    pub shadow_directory: Option<PathBuf>,
+    /// Directory holding model versions, for the admin endpoints; default: `directory`'s parent.
+    pub models_root: Option<PathBuf>,
 }
 
 /// Batching and retries.
@@ -218,6 +236,42 @@ pub struct WorkerConfig {
     pub http_listen: SocketAddr,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Bearer token for the admin endpoints (`None`: they are disabled).
+    pub admin_token: Option<AdminToken>,
+}
+
+/// A secret bearer token: never printed, compared in constant time.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Shortest accepted admin token.
+pub const MIN_ADMIN_TOKEN_LENGTH: usize = 16;
+
+impl AdminToken {
+    /// A token of at least [`MIN_ADMIN_TOKEN_LENGTH`] characters (surrounding whitespace trimmed).
+    pub fn new(secret: &str) -> Result<Self, String> {
+        let secret = secret.trim();
+        if secret.len() < MIN_ADMIN_TOKEN_LENGTH {
+            return Err(format!("the admin token must have at least {MIN_ADMIN_TOKEN_LENGTH} characters"));
+        }
+        Ok(Self(secret.to_owned()))
+    }
+
+    /// Whether `presented` is the token; time independent of where they differ (digests compared
+    /// with `subtle`, so the length is not revealed either).
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let expected = Sha256::digest(self.0.as_bytes());
+        let presented = Sha256::digest(presented.as_bytes());
+        expected.as_slice().ct_eq(presented.as_slice()).into()
+    }
 }
 
 impl WorkerConfig {
@@ -226,7 +280,19 @@ impl WorkerConfig {
         if !path.exists() {
             return Err(ConfigError::MissingFile(path.to_owned()));
         }
-        RawConfig::from_figment(Figment::from(Toml::file(path)), environment)?.validate()
+        let raw = RawConfig::from_figment(Figment::from(Toml::file(path)), environment)?;
+        let admin = raw.admin.clone();
+        let mut config = raw.validate()?;
+        config.admin_token = admin_token(&admin, environment)?;
+        Ok(config)
+    }
+
+    /// The directory holding model versions.
+    pub fn models_root(&self) -> PathBuf {
+        self.model.models_root.clone().unwrap_or_else(|| match self.model.directory.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => PathBuf::from("."),
+        })
     }
 
     /// The cutoffs to use: config overrides, else the model card's.
@@ -245,6 +311,22 @@ impl WorkerConfig {
             Duration::from_millis(self.pipeline.retry_initial_backoff_ms),
             Duration::from_millis(self.pipeline.retry_max_backoff_ms),
         )
+    }
+}
+
+/// The admin token from `admin.token_file`, else from [`ADMIN_TOKEN_ENV`] in `environment`.
+pub fn admin_token(
+    admin: &AdminConfig,
+    environment: &BTreeMap<String, String>,
+) -> Result<Option<AdminToken>, ConfigError> {
+    if let Some(path) = &admin.token_file {
+        let secret = std::fs::read_to_string(path)
+            .map_err(|error| invalid("admin.token_file", format!("cannot read {}: {error}", path.display())))?;
+        return AdminToken::new(&secret).map(Some).map_err(|reason| invalid("admin.token_file", reason));
+    }
+    match environment.get(ADMIN_TOKEN_ENV) {
+        Some(secret) => AdminToken::new(secret).map(Some).map_err(|reason| invalid("admin.token_file", reason)),
+        None => Ok(None),
     }
 }
 
@@ -382,6 +464,7 @@ impl RawConfig {
             http_listen,
             log_format,
             log_level: self.logging.level,
+            admin_token: None,
         })
     }
 }
@@ -389,6 +472,27 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The token comes from the file first, then the environment; short tokens are refused naming
+    /// the key; the secret never shows in Debug output; only the exact token matches.
+    #[test]
+    fn admin_token_sources_validation_and_redaction() {
+        let environment: BTreeMap<String, String> =
+            [(ADMIN_TOKEN_ENV.to_owned(), "environment-token-0123".to_owned())].into();
+        let token = admin_token(&AdminConfig::default(), &environment).unwrap().unwrap();
+        assert!(token.matches("environment-token-0123"));
+        assert!(!token.matches("environment-token-012"));
+        assert!(!token.matches(""));
+        assert!(!format!("{token:?}").contains("environment"));
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "file-token-abcdefghij\n").unwrap();
+        let from_file = AdminConfig { token_file: Some(file.path().to_owned()) };
+        assert!(admin_token(&from_file, &environment).unwrap().unwrap().matches("file-token-abcdefghij"));
+        let short: BTreeMap<String, String> = [(ADMIN_TOKEN_ENV.to_owned(), "short".to_owned())].into();
+        let error = admin_token(&AdminConfig::default(), &short).unwrap_err().to_string();
+        assert!(error.contains("admin.token_file") && !error.contains("short"), "{error}");
+        assert!(admin_token(&AdminConfig::default(), &BTreeMap::new()).unwrap().is_none());
+    }
 
     const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 

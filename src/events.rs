@@ -155,6 +155,8 @@ pub struct LoanDecision {
     pub source_topic: String,
     pub source_partition: i32,
     pub source_offset: i64,
+    pub reasons: Vec<crate::reasons::AdverseReason>,
+    pub reason_catalogue_version: String,
 }
 
 /// A fairness or drift alert state change, published to the alerts topic.
@@ -214,6 +216,13 @@ mod tests {
             source_topic: "t".into(),
             source_partition: 3,
             source_offset: 4,
+            reasons: vec![crate::reasons::AdverseReason {
+                code: "R06".into(),
+                feature: "credit_amount".into(),
+                text: "Amount of credit requested is too high".into(),
+                contribution: 0.25,
+            }],
+            reason_catalogue_version: "rc-1".into(),
         };
         use apache_avro::reader::datum::GenericDatumReader;
         use apache_avro::writer::datum::GenericDatumWriter;

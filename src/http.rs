@@ -1,6 +1,7 @@
 //! HTTP endpoint: `/metrics` (Prometheus text), `/health` (process alive), `/ready`
 //! (model loaded, consumer joined, PostgreSQL and schema registry reachable), `/fairness`
-//! (fairness and drift windows, metrics with intervals, alert states, as JSON).
+//! (fairness and drift windows, metrics with intervals, alert states, as JSON), and the
+//! token-protected [`crate::admin`] routes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, Admin};
 use crate::metrics::Metrics;
 use crate::monitoring::Monitoring;
 
@@ -66,13 +68,22 @@ struct AppState {
 }
 
 /// The router, separate from binding so tests can drive it directly.
-pub fn router(metrics: Metrics, readiness: Arc<Readiness>, monitoring: Arc<Monitoring>) -> Router {
-    Router::new()
+pub fn router(
+    metrics: Metrics,
+    readiness: Arc<Readiness>,
+    monitoring: Arc<Monitoring>,
+    admin: Option<Admin>,
+) -> Router {
+    let router = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready_handler))
         .route("/fairness", get(fairness_handler))
-        .with_state(AppState { metrics, readiness, monitoring })
+        .with_state(AppState { metrics, readiness, monitoring });
+    match admin {
+        Some(admin) => router.merge(admin::routes(admin)),
+        None => router,
+    }
 }
 
 /// Binds `address` and serves until `shutdown`; returns the bound address.
@@ -81,11 +92,12 @@ pub async fn serve(
     metrics: Metrics,
     readiness: Arc<Readiness>,
     monitoring: Arc<Monitoring>,
+    admin: Option<Admin>,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
-    let app = router(metrics, readiness, monitoring);
+    let app = router(metrics, readiness, monitoring, admin);
     tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
         if let Err(error) = server.await {

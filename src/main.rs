@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use credit_worker::audit::{retention, verify};
 use credit_worker::config::{LogFormat, WorkerConfig};
 use credit_worker::model::train::{train, TrainOptions};
 use credit_worker::replay::{replay, ReplayOptions};
@@ -46,6 +47,9 @@ enum Command {
         /// Share of rows held out for the reported AUC.
         #[arg(long, default_value_t = 0.2)]
         holdout_fraction: f64,
+        /// Reason-code catalogue packaged with the model.
+        #[arg(long, default_value = "config/reason_codes.toml")]
+        reason_codes: PathBuf,
     },
     /// Produce LoanApplication events from the CSV.
     Replay(ReplayOptions),
@@ -66,6 +70,9 @@ enum Command {
         #[arg(long)]
         state_file: Option<PathBuf>,
     },
+    /// Audit table tools: verify (hash chains + re-scoring) and retention purge.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print the run summary from the audit table and the worker's metrics.
     Summary {
         #[arg(
@@ -87,6 +94,50 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every hash chain, then re-score a range of rows with their recorded model and compare
+    /// probability (bit for bit), decision and reasons. Exits non-zero on any difference.
+    Verify {
+        #[arg(long, env = "CREDIT_WORKER__DATABASE__URL", default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+        /// Directory holding the model versions named in the rows.
+        #[arg(long, default_value = "models")]
+        models_root: PathBuf,
+        /// Re-score rows processed at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Re-score rows processed before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Re-score rows whose application id starts with this.
+        #[arg(long)]
+        id_prefix: Option<String>,
+        /// Re-score at most this many rows (oldest first).
+        #[arg(long)]
+        limit: Option<i64>,
+        /// Skip the chain check (re-score only).
+        #[arg(long)]
+        skip_chains: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete audit rows (and outcomes) older than the retention period, keeping the chains verifiable.
+    Purge {
+        #[arg(long, env = "CREDIT_WORKER__DATABASE__URL", default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+        /// Months to keep; at least 25 (Regulation B, 12 CFR 1002.12(b)).
+        #[arg(long, env = "CREDIT_WORKER_AUDIT_RETENTION_MONTHS", default_value_t = retention::MINIMUM_RETENTION_MONTHS)]
+        retention_months: u32,
+        /// Reference time instead of now (RFC 3339), for back-dated runs and tests.
+        #[arg(long)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/credit_worker";
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -101,9 +152,9 @@ async fn async_main(cli: Cli) -> Result<()> {
             init_logging(config.log_format, &config.log_level);
             worker::run(config, shutdown_on_signal()).await
         }
-        Command::Train { data, models_dir, version, seed, holdout_fraction } => {
+        Command::Train { data, models_dir, version, seed, holdout_fraction, reason_codes } => {
             init_logging(LogFormat::Text, "info");
-            let report = train(&TrainOptions { data, models_dir, version, seed, holdout_fraction })?;
+            let report = train(&TrainOptions { data, models_dir, version, seed, holdout_fraction, reason_codes })?;
             let metrics = &report.metrics;
             println!("model written to {}", report.directory.display());
             println!("  sha256          {}", report.model_sha256);
@@ -139,6 +190,10 @@ async fn async_main(cli: Cli) -> Result<()> {
             shutdown.cancelled().await;
             Ok(())
         }
+        Command::Audit(command) => {
+            init_logging(LogFormat::Text, "warn");
+            audit_command(command).await
+        }
         Command::Summary { database_url, metrics_url, fairness_url, id_prefix, replayed } => {
             let pool = sqlx::PgPool::connect(&database_url).await.context("connecting to the audit database")?;
             let mut report = summary::from_audit(&pool, &id_prefix).await?;
@@ -148,6 +203,45 @@ async fn async_main(cli: Cli) -> Result<()> {
             let fairness = reqwest::get(&fairness_url).await.context("reading the worker's /fairness")?;
             report.fairness = Some(fairness.json().await.context("parsing /fairness")?);
             print!("{}", summary::render(&report));
+            Ok(())
+        }
+    }
+}
+
+async fn audit_command(command: AuditCommand) -> Result<()> {
+    match command {
+        AuditCommand::Verify { database_url, models_root, since, until, id_prefix, limit, skip_chains, json } => {
+            let pool = sqlx::PgPool::connect(&database_url).await.context("connecting to the audit database")?;
+            let (models, refused) = verify::load_models(&models_root)
+                .with_context(|| format!("reading the models under {}", models_root.display()))?;
+            for reason in refused {
+                eprintln!("warning: model refused: {reason}");
+            }
+            let mut report = verify::VerifyReport::default();
+            if !skip_chains {
+                verify::verify_chains(&pool, &mut report).await?;
+            }
+            let range = verify::RescoreRange { since, until, application_id_prefix: id_prefix, limit };
+            verify::rescore(&pool, &models, &range, &mut report).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", verify::render(&report, !skip_chains));
+            }
+            anyhow::ensure!(report.passed(), "audit verification failed");
+            Ok(())
+        }
+        AuditCommand::Purge { database_url, retention_months, as_of } => {
+            let pool = sqlx::PgPool::connect(&database_url).await.context("connecting to the audit database")?;
+            let as_of = as_of.unwrap_or_else(chrono::Utc::now);
+            let report = retention::purge(&pool, retention_months, as_of).await?;
+            println!(
+                "audit purge: kept {retention_months} months (cutoff {}); deleted {} audit rows from {} chains and {} outcomes",
+                report.cutoff.map(|cutoff| cutoff.to_rfc3339()).unwrap_or_default(),
+                report.audit_rows_deleted,
+                report.chains_pruned,
+                report.outcome_rows_deleted
+            );
             Ok(())
         }
     }

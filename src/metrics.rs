@@ -38,6 +38,14 @@ pub struct Metrics {
     pub equal_opportunity_difference: GaugeVec,
     pub model_auc: GaugeVec,
     pub label_coverage: prometheus::Gauge,
+    pub declines_without_reasons: IntCounter,
+    pub adverse_reasons: IntCounterVec,
+    pub model_changes: IntCounterVec,
+    pub shadow_model_info: IntGaugeVec,
+    pub shadow_comparisons: IntCounterVec,
+    pub shadow_score_difference: Histogram,
+    pub shadow_agreement_ratio: prometheus::Gauge,
+    pub shadow_approval_rate_difference: GaugeVec,
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -186,6 +194,52 @@ impl Metrics {
                 "Matched outcomes in the outcome window / decisions in the fairness window (label maturity).",
             )
             .expect("metric"),
+            declines_without_reasons: IntCounter::new(
+                "credit_worker_declines_without_reasons_total",
+                "Declines published without an adverse-action reason (must stay 0: Regulation B).",
+            )
+            .expect("metric"),
+            adverse_reasons: IntCounterVec::new(
+                Opts::new("credit_worker_adverse_reasons_total", "Adverse-action reasons given, by catalogue code."),
+                &["code"],
+            )
+            .expect("metric"),
+            model_changes: IntCounterVec::new(
+                Opts::new("credit_worker_model_changes_total", "Model lifecycle changes by action and result."),
+                &["action", "result"],
+            )
+            .expect("metric"),
+            shadow_model_info: IntGaugeVec::new(
+                Opts::new("credit_worker_shadow_model_info", "The challenger scored in shadow (value 1)."),
+                &["version", "sha256"],
+            )
+            .expect("metric"),
+            shadow_comparisons: IntCounterVec::new(
+                Opts::new(
+                    "credit_worker_shadow_comparisons_total",
+                    "Events scored by both models, by whether their decisions agree.",
+                ),
+                &["result"],
+            )
+            .expect("metric"),
+            shadow_score_difference: Histogram::with_opts(
+                HistogramOpts::new(
+                    "credit_worker_shadow_score_difference",
+                    "|challenger - champion| probability of default per event.",
+                )
+                .buckets(exponential_buckets(0.001, 2.0, 10).expect("valid buckets")),
+            )
+            .expect("metric"),
+            shadow_agreement_ratio: prometheus::Gauge::new(
+                "credit_worker_shadow_agreement_ratio",
+                "Share of events where the challenger's decision equals the champion's, since the challenger was set.",
+            )
+            .expect("metric"),
+            shadow_approval_rate_difference: gauge_vec(
+                "credit_worker_shadow_approval_rate_difference",
+                "Challenger approval rate - champion approval rate per group, since the challenger was set.",
+                &["attribute", "group"],
+            ),
             registry,
             exported: Vec::new(),
         };
@@ -217,6 +271,14 @@ impl Metrics {
             Box::new(metrics.equal_opportunity_difference.clone()),
             Box::new(metrics.model_auc.clone()),
             Box::new(metrics.label_coverage.clone()),
+            Box::new(metrics.declines_without_reasons.clone()),
+            Box::new(metrics.adverse_reasons.clone()),
+            Box::new(metrics.model_changes.clone()),
+            Box::new(metrics.shadow_model_info.clone()),
+            Box::new(metrics.shadow_comparisons.clone()),
+            Box::new(metrics.shadow_score_difference.clone()),
+            Box::new(metrics.shadow_agreement_ratio.clone()),
+            Box::new(metrics.shadow_approval_rate_difference.clone()),
         ] {
             for family in collector.collect() {
                 let name = family.name().to_owned();

@@ -5,17 +5,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use apache_avro::writer::datum::GenericDatumWriter;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, SubsecRound, TimeZone, Utc};
 use schema_registry_converter::avro_common::AvroSchema;
 use schema_registry_converter::schema_registry_common::get_payload;
 use serde_json::{Map, Value};
 
 use crate::decision::{decision_id, Cutoffs};
 use crate::decode::{split_frame, ApplicationDecoder, DecodeError};
+use crate::events::DecisionOutcome;
 use crate::events::{LoanApplication, LoanDecision, ProtectedAttributes, LOAN_DECISION};
 use crate::features::{append_feature_vector, ValidationError};
-use crate::model::card::ModelCard;
 use crate::model::scorer::Scorer;
+use crate::model::ModelBundle;
+use crate::reasons::AdverseReason;
 
 /// A consumed Kafka record, owned.
 #[derive(Debug, Clone)]
@@ -30,7 +32,8 @@ pub struct InputRecord {
 
 /// What the batch needs besides its records.
 pub struct BatchContext {
-    pub card: Arc<ModelCard>,
+    /// The model scoring this batch (its card and reason catalogue); the scorer must be built from it.
+    pub model: Arc<ModelBundle>,
     pub cutoffs: Cutoffs,
     /// Registry id of the LoanDecision schema.
     pub decision_schema_id: u32,
@@ -80,6 +83,10 @@ pub struct AuditRow {
     pub decline_at_or_above: f64,
     /// Model inputs exactly as scored: feature name → value.
     pub model_inputs: Value,
+    /// Adverse-action reasons (declines and reviews; empty for approvals).
+    pub reasons: Vec<AdverseReason>,
+    /// Version of the reason catalogue.
+    pub reason_catalogue_version: String,
     /// Monitoring-only protected attributes.
     pub protected_attributes: ProtectedAttributes,
     pub schema_id: i32,
@@ -112,7 +119,7 @@ struct Valid {
 /// Processes `records` in order; the result has one outcome per record, same positions.
 pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRecord]) -> Vec<Outcome> {
     let decoder = ApplicationDecoder::new(context.writer_schemas.iter().map(|(id, schema)| (*id, &schema.parsed)));
-    let width = context.card.features.len();
+    let width = context.model.card.features.len();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
     let mut valid = Vec::with_capacity(records.len());
     let mut rows = Vec::with_capacity(records.len() * width);
@@ -122,7 +129,7 @@ pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRe
             Err(dead) => outcomes[index] = Some(Outcome::DeadLetter(dead)),
         }
     }
-    let processed_at = Utc::now();
+    let processed_at = Utc::now().trunc_subsecs(6);
     let writer = match GenericDatumWriter::builder(&LOAN_DECISION).build() {
         Ok(writer) => writer,
         Err(error) => {
@@ -130,22 +137,59 @@ pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRe
             return records.iter().map(|_| Outcome::DeadLetter(reason.clone())).collect();
         }
     };
+    let mut scored = Vec::with_capacity(valid.len());
     for (position, item) in valid.into_iter().enumerate() {
         let row = &rows[position * width..(position + 1) * width];
+        match scorer.score_row(row) {
+            Ok(probability) if probability.is_finite() => scored.push((item, row, probability)),
+            Ok(_) => outcomes[item.index] = Some(scoring_failed("model returned a non-finite score".into())),
+            Err(error) => outcomes[item.index] = Some(scoring_failed(error.to_string())),
+        }
+    }
+    let reasons = adverse_reasons(scorer, context, &scored);
+    for ((item, row, probability), reasons) in scored.into_iter().zip(reasons) {
         let index = item.index;
-        let record = &records[index];
-        outcomes[index] = Some(match scorer.score_row(row) {
-            Ok(probability) if probability.is_finite() => {
-                decide(context, &writer, record, item, row, probability, processed_at)
-            }
-            Ok(_) => Outcome::DeadLetter(DeadLetter {
-                kind: "scoring_failed",
-                message: "model returned a non-finite score".into(),
-            }),
-            Err(error) => Outcome::DeadLetter(DeadLetter { kind: "scoring_failed", message: error.to_string() }),
+        outcomes[index] = Some(match reasons {
+            Ok(reasons) => decide(context, &writer, &records[index], item, row, probability, reasons, processed_at),
+            Err(message) => scoring_failed(message),
         });
     }
     outcomes.into_iter().map(|outcome| outcome.expect("every record has an outcome")).collect()
+}
+
+fn scoring_failed(message: String) -> Outcome {
+    Outcome::DeadLetter(DeadLetter { kind: "scoring_failed", message })
+}
+
+/// Reasons for every scored row that is not approved, from one TreeSHAP call over those rows.
+fn adverse_reasons(
+    scorer: &Scorer,
+    context: &BatchContext,
+    scored: &[(Valid, &[f64], f64)],
+) -> Vec<Result<Vec<AdverseReason>, String>> {
+    let model = &context.model;
+    let adverse: Vec<usize> = (0..scored.len())
+        .filter(|position| context.cutoffs.decide(scored[*position].2) != DecisionOutcome::Approve)
+        .collect();
+    let matrix: Vec<f64> = adverse.iter().flat_map(|position| scored[*position].1.iter().copied()).collect();
+    let mut results: Vec<Result<Vec<AdverseReason>, String>> = vec![Ok(Vec::new()); scored.len()];
+    let stride = model.card.features.len() + 1;
+    match scorer.contributions(&matrix) {
+        Ok(contributions) => {
+            for (slot, position) in adverse.into_iter().enumerate() {
+                let values = &contributions[slot * stride..(slot + 1) * stride];
+                let row = scored[position].1;
+                results[position] =
+                    Ok(model.catalogue.reasons(&model.card.features, row, values, &model.card.feature_medians));
+            }
+        }
+        Err(error) => {
+            for position in adverse {
+                results[position] = Err(format!("contribution prediction failed: {error}"));
+            }
+        }
+    }
+    results
 }
 
 fn decode_and_map(
@@ -163,10 +207,11 @@ fn decode_and_map(
     if application.application_id.trim().is_empty() {
         return Err(ValidationError::MissingField("application_id".into()).into());
     }
-    append_feature_vector(&context.card.features, &application.credit_request, rows)?;
+    append_feature_vector(&context.model.card.features, &application.credit_request, rows)?;
     Ok(Valid { index, schema_id, application })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn decide(
     context: &BatchContext,
     writer: &GenericDatumWriter<'_>,
@@ -174,9 +219,11 @@ fn decide(
     item: Valid,
     row: &[f64],
     probability: f64,
+    reasons: Vec<AdverseReason>,
     processed_at: DateTime<Utc>,
 ) -> Outcome {
-    let card = &context.card;
+    let card = &context.model.card;
+    let catalogue_version = &context.model.catalogue.version;
     let outcome = context.cutoffs.decide(probability);
     let id = decision_id(&item.application.application_id, &card.model_sha256);
     let event_time = Utc.timestamp_millis_opt(item.application.event_time).single().unwrap_or(processed_at);
@@ -194,6 +241,8 @@ fn decide(
         source_topic: record.topic.to_string(),
         source_partition: record.partition,
         source_offset: record.offset,
+        reasons,
+        reason_catalogue_version: catalogue_version.clone(),
     };
     let payload = match encode_decision(writer, &decision, context.decision_schema_id) {
         Ok(payload) => payload,
@@ -211,13 +260,15 @@ fn decide(
         approve_below: context.cutoffs.approve_below,
         decline_at_or_above: context.cutoffs.decline_at_or_above,
         model_inputs: Value::Object(model_inputs),
+        reasons: decision.reasons.clone(),
+        reason_catalogue_version: catalogue_version.clone(),
         protected_attributes: item.application.protected_attributes,
         schema_id: item.schema_id as i32,
         source_topic: decision.source_topic.clone(),
         source_partition: record.partition,
         source_offset: record.offset,
         event_time,
-        consumed_at: record.consumed_at,
+        consumed_at: record.consumed_at.trunc_subsecs(6),
         processed_at,
     };
     Outcome::Decided(Box::new(Decided { decision, features: row.to_vec(), payload, audit }))

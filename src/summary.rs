@@ -20,6 +20,33 @@ pub struct RunSummary {
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub audit_rows: i64,
+    /// Declines and reviews without a reason (must be 0 for declines).
+    pub declines_without_reasons: i64,
+    /// Most frequent reason codes: (code, text, count).
+    pub top_reasons: Vec<(String, String, i64)>,
+    /// A few declines with their reasons.
+    pub sample_declines: Vec<SampleDecline>,
+    /// Shadow comparison from the metrics: events compared, agreement ratio, per-group differences.
+    pub shadow: Option<ShadowFigures>,
+}
+
+/// A decline and its reasons, as the applicant's notice would list them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleDecline {
+    pub application_id: String,
+    pub probability_of_default: f64,
+    /// (code, text), principal reason first.
+    pub reasons: Vec<(String, String)>,
+}
+
+/// Champion/challenger figures parsed from the worker's metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShadowFigures {
+    pub challenger: String,
+    pub compared: u64,
+    pub agreement_ratio: f64,
+    /// `attribute=group` → challenger − champion approval rate.
+    pub approval_rate_difference: BTreeMap<String, f64>,
 }
 
 /// Reads the audit figures for application ids starting with `prefix`.
@@ -45,6 +72,38 @@ pub async fn from_audit(pool: &PgPool, prefix: &str) -> Result<RunSummary> {
     .context("latency percentiles")?;
     summary.latency_p50_ms = latency.get(0);
     summary.latency_p99_ms = latency.get(1);
+    summary.declines_without_reasons = sqlx::query_scalar(
+        "SELECT count(*) FROM decision_audit WHERE application_id LIKE $1 || '%' AND decision = 'decline' AND reasons = '[]'",
+    )
+    .bind(prefix)
+    .fetch_one(pool)
+    .await
+    .context("counting declines without reasons")?;
+    summary.top_reasons = sqlx::query_as(
+        "SELECT r->>'code', r->>'text', count(*) FROM decision_audit, jsonb_array_elements(reasons) AS r
+         WHERE application_id LIKE $1 || '%' GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT 5",
+    )
+    .bind(prefix)
+    .fetch_all(pool)
+    .await
+    .context("counting reason codes")?;
+    for row in sqlx::query(
+        "SELECT application_id, probability_of_default, reasons FROM decision_audit
+         WHERE application_id LIKE $1 || '%' AND decision = 'decline' ORDER BY application_id LIMIT 3",
+    )
+    .bind(prefix)
+    .fetch_all(pool)
+    .await
+    .context("sampling declines")?
+    {
+        let reasons: Vec<crate::reasons::AdverseReason> = serde_json::from_value(row.get(2)).unwrap_or_default();
+        let reasons = reasons.into_iter().map(|reason| (reason.code, reason.text)).collect();
+        summary.sample_declines.push(SampleDecline {
+            application_id: row.get(0),
+            probability_of_default: row.get(1),
+            reasons,
+        });
+    }
     Ok(summary)
 }
 
@@ -57,6 +116,23 @@ pub fn add_metrics(summary: &mut RunSummary, exposition: &str) {
             }
         } else if let Some(value) = line.strip_prefix("credit_worker_events_consumed_total ") {
             summary.events_consumed = value.trim().parse().unwrap_or(0);
+        } else if let Some(rest) = line.strip_prefix("credit_worker_shadow_model_info{") {
+            let version = rest.split("version=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default();
+            summary.shadow.get_or_insert_with(ShadowFigures::default).challenger = version.to_owned();
+        } else if let Some(value) = line.strip_prefix("credit_worker_shadow_agreement_ratio ") {
+            summary.shadow.get_or_insert_with(ShadowFigures::default).agreement_ratio =
+                value.trim().parse().unwrap_or(0.0);
+        } else if let Some(rest) = line.strip_prefix("credit_worker_shadow_comparisons_total{") {
+            let value: u64 = rest.rsplit(' ').next().and_then(|value| value.parse().ok()).unwrap_or(0);
+            summary.shadow.get_or_insert_with(ShadowFigures::default).compared += value;
+        } else if let Some(rest) = line.strip_prefix("credit_worker_shadow_approval_rate_difference{attribute=\"") {
+            let parsed = rest.split_once("\",group=\"").and_then(|(attribute, rest)| {
+                let (group, value) = rest.split_once("\"} ")?;
+                Some((format!("{attribute}={group}"), value.trim().parse::<f64>().ok()?))
+            });
+            if let Some((key, value)) = parsed {
+                summary.shadow.get_or_insert_with(ShadowFigures::default).approval_rate_difference.insert(key, value);
+            }
         }
     }
 }
@@ -79,6 +155,10 @@ pub fn render(summary: &RunSummary) -> String {
     for (reason, count) in &summary.dead_letters {
         let _ = writeln!(out, "  {reason:<22} {count}");
     }
+    render_reasons(&mut out, summary);
+    if let Some(shadow) = &summary.shadow {
+        render_shadow(&mut out, shadow);
+    }
     if let Some(report) = &summary.fairness {
         render_fairness(&mut out, report);
     }
@@ -89,6 +169,44 @@ pub fn render(summary: &RunSummary) -> String {
     );
     let _ = writeln!(out, "audit rows written       {}", summary.audit_rows);
     out
+}
+
+fn render_reasons(out: &mut String, summary: &RunSummary) {
+    let _ = writeln!(
+        out,
+        "adverse-action reasons (TreeSHAP, catalogue in the model directory); declines without reasons: {}",
+        summary.declines_without_reasons
+    );
+    for (code, text, count) in &summary.top_reasons {
+        let _ = writeln!(out, "  {code:<5} {text:<58} {count}");
+    }
+    for sample in &summary.sample_declines {
+        let reasons: Vec<String> = sample.reasons.iter().map(|(code, text)| format!("{code} {text}")).collect();
+        let _ = writeln!(
+            out,
+            "  decline {} (PD {:.3}): {}",
+            sample.application_id,
+            sample.probability_of_default,
+            reasons.join("; ")
+        );
+    }
+}
+
+fn render_shadow(out: &mut String, shadow: &ShadowFigures) {
+    let _ = writeln!(
+        out,
+        "shadow challenger {} (never acted on): {} events compared, decisions agree {:.1}%",
+        shadow.challenger,
+        shadow.compared,
+        100.0 * shadow.agreement_ratio
+    );
+    let differences: Vec<String> = shadow
+        .approval_rate_difference
+        .iter()
+        .filter(|(group, _)| !group.ends_with("=unknown"))
+        .map(|(group, difference)| format!("{group} {:+.1} pp", 100.0 * difference))
+        .collect();
+    let _ = writeln!(out, "  approval rate, challenger - champion: {}", differences.join(", "));
 }
 
 fn render_fairness(out: &mut String, report: &serde_json::Value) {

@@ -14,21 +14,20 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::admin::Admin;
 use crate::audit::AuditStore;
 use crate::config::WorkerConfig;
-use crate::decision::Cutoffs;
 use crate::decode::{split_frame, DecodeError, SchemaCache, SchemaLookupError};
-use crate::events::{LOAN_DECISION_SCHEMA, MONITORING_ALERT_SCHEMA};
+use crate::events::{DecisionOutcome, LOAN_DECISION_SCHEMA, MONITORING_ALERT_SCHEMA};
 use crate::http::{self, Readiness};
 use crate::metrics::Metrics;
-use crate::model::card::ModelCard;
-use crate::model::scorer::ScoringPool;
-use crate::model::ModelBundle;
+use crate::model::lifecycle::{LoadedModel, ModelManager};
 use crate::monitoring::{run_evaluator, Monitoring};
 use crate::offsets::next_offsets;
 use crate::outcomes::source::OutcomeSource;
 use crate::process::{process_batch, BatchContext, InputRecord, Outcome};
 use crate::publish::{Publication, Publisher};
+use crate::shadow::{Comparison, ShadowComparison};
 use crate::source::{PartitionEvent, Source};
 
 /// Shutdown was requested while a batch could not be finished; its offsets were not stored.
@@ -38,9 +37,8 @@ struct Worker {
     config: WorkerConfig,
     metrics: Metrics,
     readiness: Arc<Readiness>,
-    card: Arc<ModelCard>,
-    cutoffs: Cutoffs,
-    pool: ScoringPool,
+    models: Arc<ModelManager>,
+    shadow: Arc<ShadowComparison>,
     audit: AuditStore,
     schemas: SchemaCache,
     decision_schema_id: u32,
@@ -54,25 +52,39 @@ struct Worker {
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()> {
     let metrics = Metrics::new();
     let readiness = Arc::new(Readiness::default());
-    let bundle = ModelBundle::load(&config.model.directory)
-        .with_context(|| format!("loading model.directory {}", config.model.directory.display()))?;
-    let monitoring = Arc::new(Monitoring::new(&config, &bundle.card, metrics.clone()));
+    let models = {
+        let (config, metrics) = (config.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || ModelManager::start(&config, metrics)).await?
+    }
+    .with_context(|| format!("loading model.directory {}", config.model.directory.display()))?;
+    let models = Arc::new(models);
+    let active = models.active();
+    let monitoring = Arc::new(Monitoring::new(&config, &active.bundle.card, metrics.clone()));
+    let shadow = Arc::new(ShadowComparison::new(config.grouping.clone(), metrics.clone()));
+    let admin = Admin { models: Arc::clone(&models), shadow: Arc::clone(&shadow), token: config.admin_token.clone() };
     let bound = http::serve(
         config.http_listen,
         metrics.clone(),
         Arc::clone(&readiness),
         Arc::clone(&monitoring),
+        Some(admin),
         shutdown.clone(),
     )
     .await
     .with_context(|| format!("binding http.listen {}", config.http_listen))?;
-    info!(address = %bound, "http endpoint listening");
+    info!(address = %bound, admin_api = config.admin_token.is_some(), "http endpoint listening");
 
-    let cutoffs = config.cutoffs(bundle.card.cutoffs)?;
-    let pool = ScoringPool::start(&bundle.model_text, config.model.scoring_threads)?;
-    metrics.model_info.with_label_values(&[&bundle.card.version, &bundle.card.model_sha256]).set(1);
     readiness.model_loaded.store(true, Ordering::Release);
-    info!(version = %bundle.card.version, sha256 = %bundle.card.model_sha256, ?cutoffs, "model loaded");
+    let status = models.status();
+    info!(
+        version = %status.active.version,
+        sha256 = %status.active.sha256,
+        cutoffs = ?active.cutoffs,
+        catalogue = %active.bundle.catalogue.version,
+        shadow = status.shadow.as_ref().map(|model| model.version.as_str()).unwrap_or("-"),
+        "model loaded"
+    );
+    drop(active);
 
     let audit = AuditStore::connect_lazy(&config.database.url, config.database.max_connections)?;
     let backoff = Backoff::new(config.retry_backoff());
@@ -132,7 +144,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             schemas: SchemaCache::new(registry.clone()),
             pool: audit.pool().clone(),
             monitoring: Arc::clone(&monitoring),
-            model_sha256: bundle.card.model_sha256.clone(),
+            models: Arc::clone(&models),
             topic: kafka.outcomes_topic.clone(),
             window_seconds: config.fairness.window_seconds as i64,
             batch_max_records: config.pipeline.batch_max_records,
@@ -158,9 +170,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     ));
 
     let worker = Worker {
-        card: Arc::new(bundle.card),
-        cutoffs,
-        pool,
+        models,
+        shadow,
         audit,
         schemas: SchemaCache::new(registry),
         decision_schema_id,
@@ -253,11 +264,12 @@ impl Worker {
     async fn handle_batch(&self, records: Vec<InputRecord>) -> Result<(), Abandoned> {
         self.metrics.events_consumed.inc_by(records.len() as u64);
         let started = Instant::now();
-        let context = self.batch_context(&records).await?;
+        let model = self.models.active();
+        let context = self.batch_context(&model, &records).await?;
         self.observe_stage("decode_schemas", started);
 
         let started = Instant::now();
-        let (records, outcomes) = self
+        let (records, outcomes) = model
             .pool
             .run(move |scorer| {
                 let outcomes = process_batch(scorer, &context, &records);
@@ -274,12 +286,55 @@ impl Worker {
         self.write_durably(&records, &outcomes).await?;
         self.source.store(&next_offsets(records.iter().map(|r| (&*r.topic, r.partition, r.offset))));
         self.record_outcomes(&outcomes);
+        if let Some(challenger) = self.models.shadow() {
+            self.compare_with(&challenger, outcomes).await;
+        }
         Ok(())
+    }
+
+    /// Scores the batch's decided feature vectors with the challenger and records the comparison.
+    /// Shadow results are never published or audited; a failure only costs the comparison.
+    async fn compare_with(&self, challenger: &LoadedModel, outcomes: Vec<Outcome>) {
+        let started = Instant::now();
+        let decided: Vec<_> = outcomes
+            .into_iter()
+            .filter_map(|outcome| match outcome {
+                Outcome::Decided(decided) => Some(decided),
+                Outcome::DeadLetter(_) => None,
+            })
+            .collect();
+        let cutoffs = challenger.cutoffs;
+        let scored = challenger
+            .pool
+            .run(move |scorer| {
+                let probabilities: Result<Vec<f64>, _> =
+                    decided.iter().map(|decided| scorer.score_row(&decided.features)).collect();
+                (decided, probabilities)
+            })
+            .await;
+        let (decided, probabilities) = match scored {
+            Ok((decided, Ok(probabilities))) => (decided, probabilities),
+            Ok((_, Err(error))) => return warn!(%error, "shadow scoring failed"),
+            Err(error) => return warn!(%error, "shadow scoring pool failed"),
+        };
+        let comparisons: Vec<Comparison<'_>> = decided
+            .iter()
+            .zip(&probabilities)
+            .map(|(decided, probability)| Comparison {
+                protected: &decided.audit.protected_attributes,
+                champion: decided.decision.decision,
+                champion_probability: decided.decision.probability_of_default,
+                challenger: cutoffs.decide(*probability),
+                challenger_probability: *probability,
+            })
+            .collect();
+        self.shadow.record(&challenger.bundle.card.model_sha256, &comparisons);
+        self.observe_stage("shadow", started);
     }
 
     /// Writer schemas for the batch; unknown ids become per-record failures, an unreachable
     /// registry is waited out (cached schemas never need it).
-    async fn batch_context(&self, records: &[InputRecord]) -> Result<BatchContext, Abandoned> {
+    async fn batch_context(&self, model: &LoadedModel, records: &[InputRecord]) -> Result<BatchContext, Abandoned> {
         let mut writer_schemas = HashMap::new();
         let mut unknown: HashMap<u32, DecodeError> = HashMap::new();
         let ids: HashSet<u32> =
@@ -317,8 +372,8 @@ impl Worker {
             })
             .collect();
         Ok(BatchContext {
-            card: Arc::clone(&self.card),
-            cutoffs: self.cutoffs,
+            model: Arc::clone(&model.bundle),
+            cutoffs: model.cutoffs,
             decision_schema_id: self.decision_schema_id,
             writer_schemas,
             early_failures,
@@ -404,7 +459,15 @@ impl Worker {
         for outcome in outcomes {
             match outcome {
                 Outcome::Decided(decided) => {
-                    self.metrics.decisions.with_label_values(&[decided.decision.decision.as_str()]).inc();
+                    let outcome = decided.decision.decision;
+                    self.metrics.decisions.with_label_values(&[outcome.as_str()]).inc();
+                    if outcome == DecisionOutcome::Decline && decided.decision.reasons.is_empty() {
+                        self.metrics.declines_without_reasons.inc();
+                        tracing::error!(decision_id = %decided.decision.decision_id, "decline without an adverse-action reason");
+                    }
+                    for reason in &decided.decision.reasons {
+                        self.metrics.adverse_reasons.with_label_values(&[&reason.code]).inc();
+                    }
                     let audit = &decided.audit;
                     self.monitoring.record(
                         audit.source_partition,

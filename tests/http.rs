@@ -24,9 +24,10 @@ async fn endpoints_answer_and_readiness_follows_the_checks() {
     let readiness = Arc::new(Readiness::default());
     let monitoring = Arc::new(Monitoring::new(&config, &bundle.card, metrics.clone()));
     let shutdown = CancellationToken::new();
-    let address = serve("127.0.0.1:0".parse().unwrap(), metrics, Arc::clone(&readiness), monitoring, shutdown.clone())
-        .await
-        .unwrap();
+    let address =
+        serve("127.0.0.1:0".parse().unwrap(), metrics, Arc::clone(&readiness), monitoring, None, shutdown.clone())
+            .await
+            .unwrap();
     let url = |path: &str| format!("http://{address}{path}");
 
     let health = reqwest::get(url("/health")).await.unwrap();

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use credit_worker::dataset::read_german_credit;
+use credit_worker::events::DecisionOutcome;
 use credit_worker::features::append_feature_vector;
 use credit_worker::model::scorer::Scorer;
 use credit_worker::model::train::{train, TrainOptions};
@@ -22,6 +23,7 @@ fn training_is_deterministic_and_reproduces_the_committed_model() {
         version: "credit-v1".into(),
         seed: committed.card.training.seed,
         holdout_fraction: 0.2,
+        reason_codes: repo_root().join("config/reason_codes.toml"),
     })
     .unwrap();
     assert_eq!(report.model_sha256, committed.card.model_sha256);
@@ -60,7 +62,7 @@ fn fast_single_row_scoring_equals_lightgbm_batch_prediction() {
 #[test]
 fn changed_or_incompatible_models_are_refused() {
     let directory = tempfile::tempdir().unwrap();
-    for file in ["model.txt", "model_card.json"] {
+    for file in ["model.txt", "model_card.json", "reason_codes.toml"] {
         std::fs::copy(model_dir().join(file), directory.path().join(file)).unwrap();
     }
     let model_path = directory.path().join("model.txt");
@@ -75,4 +77,57 @@ fn changed_or_incompatible_models_are_refused() {
     std::fs::write(&card_path, card.replace("\"name\": \"telephone\"", "\"name\": \"age_in_years\"")).unwrap();
     let error = ModelBundle::load(directory.path()).unwrap_err();
     assert!(matches!(error, ModelError::ProtectedFeature(ref name) if name == "age_in_years"), "{error}");
+
+    std::fs::write(&card_path, &card).unwrap();
+    let catalogue_path = directory.path().join("reason_codes.toml");
+    let catalogue = std::fs::read_to_string(&catalogue_path).unwrap();
+    std::fs::write(&catalogue_path, catalogue.replace("Status of checking account", "Checking account")).unwrap();
+    let error = ModelBundle::load(directory.path()).unwrap_err();
+    assert!(matches!(error, ModelError::CatalogueHashMismatch { .. }), "{error}");
+    assert!(error.to_string().contains("refusing a changed catalogue"), "{error}");
+}
+
+/// For every row of the data set, LightGBM's TreeSHAP contributions (one per feature, then the
+/// bias) sum to the raw score; reasons from a batch call equal those from a single-row call; at
+/// most four are given, each a feature that raised the score; no protected attribute appears;
+/// and every decline has at least one reason.
+#[test]
+fn contributions_sum_to_raw_scores_and_reasons_are_stable() {
+    let bundle = ModelBundle::load(&model_dir()).unwrap();
+    let (card, catalogue) = (&bundle.card, &bundle.catalogue);
+    let mut matrix = Vec::new();
+    for row in read_german_credit(&data_path()).unwrap() {
+        append_feature_vector(&card.features, &row.credit_request, &mut matrix).unwrap();
+    }
+    let width = card.features.len();
+    let scorer = Scorer::new(&bundle.model_text).unwrap();
+    let contributions = scorer.contributions(&matrix).unwrap();
+    let booster = lightgbm3::Booster::from_string(&bundle.model_text).unwrap();
+    let raw = booster.raw_scores_with_params(&matrix, width as i32, true, "num_threads=1").unwrap();
+    assert_eq!(contributions.len(), 1000 * (width + 1));
+    let (mut declines, mut samples) = (0, Vec::new());
+    for (index, row) in matrix.chunks_exact(width).enumerate() {
+        let values = &contributions[index * (width + 1)..(index + 1) * (width + 1)];
+        let sum: f64 = values.iter().sum();
+        assert!((sum - raw[index]).abs() < 1e-9, "row {index}: contributions sum {sum}, raw score {}", raw[index]);
+        let reasons = catalogue.reasons(&card.features, row, values, &card.feature_medians);
+        let single = scorer.contributions(row).unwrap();
+        assert_eq!(reasons, catalogue.reasons(&card.features, row, &single, &card.feature_medians), "row {index}");
+        assert!(reasons.len() <= 4);
+        for reason in &reasons {
+            assert!(reason.contribution > catalogue.min_contribution, "row {index}: {reason:?}");
+            assert!(!PROTECTED_ATTRIBUTES.contains(&reason.feature.as_str()), "row {index}: {reason:?}");
+        }
+        if card.cutoffs.decide(scorer.score_row(row).unwrap()) == DecisionOutcome::Decline {
+            declines += 1;
+            assert!(!reasons.is_empty(), "decline without reasons, row {index}");
+            if samples.len() < 3 {
+                let codes: Vec<String> =
+                    reasons.iter().map(|r| format!("{} {} ({:+.3})", r.code, r.text, r.contribution)).collect();
+                samples.push(format!("row {index}: {}", codes.join("; ")));
+            }
+        }
+    }
+    assert!(declines > 100, "{declines} declines");
+    println!("{declines} declines, all with reasons; samples:\n{}", samples.join("\n"));
 }

@@ -31,6 +31,12 @@ pub struct ModelCard {
     pub training: TrainingProvenance,
     /// Training distributions, for PSI drift checks.
     pub histograms: TrainingHistograms,
+    /// Training median of each feature, card order: numeric reason directions compare against it.
+    pub feature_medians: Vec<f64>,
+    /// Adverse-action reason catalogue, relative to the model directory.
+    pub reason_codes_file: String,
+    /// sha256 of `reason_codes_file`, checked at load.
+    pub reason_codes_sha256: String,
 }
 
 /// One model input and how an application field becomes its numeric value.

@@ -2,6 +2,7 @@
 //! Loading verifies the sha256 and that the model's features match the card and the schema.
 
 pub mod card;
+pub mod lifecycle;
 pub mod scorer;
 pub mod train;
 
@@ -10,10 +11,14 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::events::CreditRequest;
+use crate::reasons::{CatalogueError, ReasonCatalogue};
 use card::ModelCard;
 
 /// File name of the model card inside a model directory.
 pub const MODEL_CARD_FILE: &str = "model_card.json";
+
+/// File name of the reason-code catalogue inside a model directory.
+pub const REASON_CODES_FILE: &str = "reason_codes.toml";
 
 /// Attributes that must never be model features.
 pub const PROTECTED_ATTRIBUTES: [&str; 3] = ["personal_status_and_sex", "age_in_years", "foreign_worker"];
@@ -33,17 +38,26 @@ pub enum ModelError {
     NotInSchema(String),
     #[error("model card uses protected attribute `{0}` as a feature")]
     ProtectedFeature(String),
+    #[error(
+        "reason catalogue {path} has sha256 {actual}, the model card says {expected}: refusing a changed catalogue"
+    )]
+    CatalogueHashMismatch { path: PathBuf, expected: String, actual: String },
+    #[error("reason catalogue {path}: {source}")]
+    Catalogue { path: PathBuf, source: CatalogueError },
+    #[error("model card has {medians} feature medians for {features} features")]
+    Medians { medians: usize, features: usize },
     #[error("a scoring thread failed to start")]
     ScorerThread,
     #[error("LightGBM: {0}")]
     LightGbm(#[from] lightgbm3::Error),
 }
 
-/// A verified model: its card and the exact model text whose hash the card records.
+/// A verified model: its card, the exact model text and reason catalogue whose hashes the card records.
 #[derive(Debug, Clone)]
 pub struct ModelBundle {
     pub card: ModelCard,
     pub model_text: String,
+    pub catalogue: ReasonCatalogue,
     pub directory: PathBuf,
 }
 
@@ -60,7 +74,23 @@ impl ModelBundle {
         if actual != card.model_sha256 {
             return Err(ModelError::HashMismatch { path: model_path, expected: card.model_sha256, actual });
         }
-        let bundle = Self { card, model_text, directory: directory.to_owned() };
+        check_card_features(&card)?;
+        let catalogue_path = directory.join(&card.reason_codes_file);
+        let catalogue_text = read(&catalogue_path)?;
+        let actual = sha256_hex(catalogue_text.as_bytes());
+        if actual != card.reason_codes_sha256 {
+            return Err(ModelError::CatalogueHashMismatch {
+                path: catalogue_path,
+                expected: card.reason_codes_sha256,
+                actual,
+            });
+        }
+        let catalogue = ReasonCatalogue::parse(&catalogue_text, &card.features)
+            .map_err(|source| ModelError::Catalogue { path: catalogue_path, source })?;
+        if card.feature_medians.len() != card.features.len() {
+            return Err(ModelError::Medians { medians: card.feature_medians.len(), features: card.features.len() });
+        }
+        let bundle = Self { card, model_text, catalogue, directory: directory.to_owned() };
         bundle.check_features()?;
         Ok(bundle)
     }
@@ -72,14 +102,6 @@ impl ModelBundle {
 
     fn check_features(&self) -> Result<(), ModelError> {
         let card = self.feature_names();
-        for name in &card {
-            if PROTECTED_ATTRIBUTES.contains(&name.as_str()) {
-                return Err(ModelError::ProtectedFeature(name.clone()));
-            }
-            if CreditRequest::default().field(name).is_none() {
-                return Err(ModelError::NotInSchema(name.clone()));
-            }
-        }
         let booster = lightgbm3::Booster::from_string(&self.model_text)?;
         let model = booster.feature_name()?;
         if model != card {
@@ -87,6 +109,20 @@ impl ModelBundle {
         }
         Ok(())
     }
+}
+
+/// The card's features are schema fields and none is a protected attribute.
+fn check_card_features(card: &ModelCard) -> Result<(), ModelError> {
+    for feature in &card.features {
+        let name = &feature.name;
+        if PROTECTED_ATTRIBUTES.contains(&name.as_str()) {
+            return Err(ModelError::ProtectedFeature(name.clone()));
+        }
+        if CreditRequest::default().field(name).is_none() {
+            return Err(ModelError::NotInSchema(name.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Lower-case hex sha256 of `bytes`.

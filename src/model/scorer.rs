@@ -36,6 +36,15 @@ impl Scorer {
         Ok(self.booster.predict_single_row_fast(row)?[0])
     }
 
+    /// LightGBM's TreeSHAP contributions for row-major `rows`: per row, one value per feature then
+    /// the bias, in log-odds; each row's values sum to its raw score.
+    pub fn contributions(&self, rows: &[f64]) -> Result<Vec<f64>, ModelError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.booster.predict_contrib(rows, self.feature_count as i32, true)?)
+    }
+
     /// Probabilities of default for row-major `rows`, appended to `out`.
     pub fn score_rows(&self, rows: &[f64], out: &mut Vec<f64>) -> Result<(), ModelError> {
         for row in rows.chunks_exact(self.feature_count) {

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::card::{
     FeatureEncoding, FeatureSpec, Histogram, ModelCard, TrainingHistograms, TrainingMetrics, TrainingProvenance,
 };
-use super::{sha256_hex, ModelBundle, MODEL_CARD_FILE, PROTECTED_ATTRIBUTES};
+use super::{sha256_hex, ModelBundle, MODEL_CARD_FILE, PROTECTED_ATTRIBUTES, REASON_CODES_FILE};
 use crate::dataset::{read_german_credit, LabeledApplication};
 use crate::decision::Cutoffs;
 use crate::features::append_feature_vector;
@@ -31,6 +31,8 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Share of rows held out for the reported AUC.
     pub holdout_fraction: f64,
+    /// Reason-code catalogue to package with the model (copied into its directory).
+    pub reason_codes: PathBuf,
 }
 
 /// Summary of a training run.
@@ -190,6 +192,11 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport> {
     let model_text = booster.save_string()?;
     std::fs::write(directory.join(model_file), &model_text)?;
 
+    let reason_codes = std::fs::read(&options.reason_codes)
+        .with_context(|| format!("reading the reason catalogue {}", options.reason_codes.display()))?;
+    std::fs::write(directory.join(REASON_CODES_FILE), &reason_codes)?;
+    let feature_medians = (0..specs.len()).map(|column| median_of(&matrix, column, &train_rows)).collect();
+
     let train_scores = predict(&booster, &matrix, &train_rows)?;
     let histograms = TrainingHistograms {
         features: specs
@@ -225,6 +232,9 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport> {
             lightgbm_parameters: parameters,
         },
         histograms,
+        feature_medians,
+        reason_codes_file: REASON_CODES_FILE.into(),
+        reason_codes_sha256: sha256_hex(&reason_codes),
     };
     let card_json = serde_json::to_string_pretty(&card)? + "\n";
     std::fs::write(directory.join(MODEL_CARD_FILE), card_json)?;
@@ -350,6 +360,13 @@ fn feature_histogram(spec: &FeatureSpec, column: usize, matrix: &FeatureMatrix, 
         FeatureEncoding::Numeric { .. } => edges.len() + 1,
     };
     count_into(Histogram { name: spec.name.clone(), edges, counts: vec![0; bins] }, &values)
+}
+
+/// Median (lower middle value) of one column over `rows`.
+fn median_of(matrix: &FeatureMatrix, column: usize, rows: &[usize]) -> f64 {
+    let mut values: Vec<f64> = rows.iter().map(|row| matrix.values[row * matrix.width + column]).collect();
+    values.sort_by(f64::total_cmp);
+    values[(values.len() - 1) / 2]
 }
 
 fn score_histogram(scores: &[f64]) -> Histogram {

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use super::LabelledDecision;
 use crate::decode::{split_frame, SchemaCache, SchemaLookupError};
 use crate::events::{ProtectedAttributes, LOAN_OUTCOME};
+use crate::model::lifecycle::ModelManager;
 use crate::monitoring::Monitoring;
 use crate::offsets::next_offsets;
 use crate::process::InputRecord;
@@ -40,7 +41,8 @@ pub struct OutcomeSource {
     pub schemas: SchemaCache,
     pub pool: PgPool,
     pub monitoring: Arc<Monitoring>,
-    pub model_sha256: String,
+    /// The models; outcomes join the decisions of the active one.
+    pub models: Arc<ModelManager>,
     pub topic: String,
     pub window_seconds: i64,
     pub batch_max_records: usize,
@@ -154,13 +156,17 @@ impl OutcomeSource {
         }
     }
 
+    fn active_model_sha256(&self) -> String {
+        self.models.active().bundle.card.model_sha256.clone()
+    }
+
     async fn decisions(&self, ids: &[&str]) -> Result<HashMap<String, (bool, f64, ProtectedAttributes)>> {
         let rows = sqlx::query(
             "SELECT application_id, decision, probability_of_default, protected_attributes FROM decision_audit
              WHERE application_id = ANY($1) AND model_sha256 = $2",
         )
         .bind(ids)
-        .bind(&self.model_sha256)
+        .bind(self.active_model_sha256())
         .fetch_all(&self.pool)
         .await
         .context("joining outcomes to decisions")?;
@@ -184,7 +190,7 @@ impl OutcomeSource {
         .bind(&self.topic)
         .bind(partitions)
         .bind(before)
-        .bind(&self.model_sha256)
+        .bind(self.active_model_sha256())
         .bind(self.window_seconds as f64)
         .fetch(&self.pool);
         let mut count = 0;
