@@ -287,6 +287,34 @@ impl WorkerConfig {
         Ok(config)
     }
 
+    /// The effective configuration with every secret replaced by `***` (database password,
+    /// secret-looking librdkafka properties, the admin token), safe to print or log.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut kafka = serde_json::to_value(&self.kafka).unwrap_or_default();
+        if let Some(properties) = kafka.get_mut("client_properties").and_then(|value| value.as_object_mut()) {
+            for (key, value) in properties.iter_mut() {
+                if is_secret_property(key) {
+                    *value = "***".into();
+                }
+            }
+        }
+        let mut database = serde_json::to_value(&self.database).unwrap_or_default();
+        database["url"] = redact_url_password(&self.database.url).into();
+        serde_json::json!({
+            "kafka": kafka,
+            "schema_registry": redact_url_password(&self.schema_registry.url),
+            "database": database,
+            "model": self.model,
+            "pipeline": self.pipeline,
+            "fairness": self.fairness,
+            "drift": self.drift,
+            "alerts": self.alerts,
+            "http_listen": self.http_listen,
+            "logging": { "format": format!("{:?}", self.log_format), "level": self.log_level },
+            "admin_token": self.admin_token.as_ref().map(|_| "***"),
+        })
+    }
+
     /// The directory holding model versions.
     pub fn models_root(&self) -> PathBuf {
         self.model.models_root.clone().unwrap_or_else(|| match self.model.directory.parent() {
@@ -311,6 +339,27 @@ impl WorkerConfig {
             Duration::from_millis(self.pipeline.retry_initial_backoff_ms),
             Duration::from_millis(self.pipeline.retry_max_backoff_ms),
         )
+    }
+}
+
+/// librdkafka properties that hold secrets.
+fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "ssl.key.pem", "ssl.keystore", "sasl.oauthbearer.config", "sasl.jaas"]
+        .iter()
+        .any(|marker| key.contains(marker))
+}
+
+/// `scheme://user:password@host/...` → `scheme://user:***@host/...`; other strings unchanged.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let Some((credentials, host)) = authority.rsplit_once('@') else { return url.to_owned() };
+    let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
+    let masked = if credentials.contains(':') { format!("{user}:***") } else { user.to_owned() };
+    match path {
+        Some(path) => format!("{scheme}://{masked}@{host}/{path}"),
+        None => format!("{scheme}://{masked}@{host}"),
     }
 }
 
@@ -472,6 +521,31 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The redacted dump hides the database password, secret librdkafka properties and the
+    /// admin token, and keeps everything else.
+    #[test]
+    fn redacted_dump_hides_secrets() {
+        let environment = [
+            ("CREDIT_WORKER__DATABASE__URL", "postgres://app:hunter2-secret@db:5432/credit"),
+            ("CREDIT_WORKER__KAFKA__CLIENT_PROPERTIES__SASL.PASSWORD", "kafka-secret-pw"),
+            ("CREDIT_WORKER__KAFKA__CLIENT_PROPERTIES__SASL.USERNAME", "app"),
+            (ADMIN_TOKEN_ENV, "admin-token-abcdefghijkl"),
+        ];
+        let mut config = load("", &environment).unwrap();
+        let map = environment.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        config.admin_token = admin_token(&AdminConfig::default(), &map).unwrap();
+        let dump = config.redacted().to_string();
+        for secret in ["hunter2-secret", "kafka-secret-pw", "admin-token-abcdefghijkl"] {
+            assert!(!dump.contains(secret), "{secret} leaked: {dump}");
+        }
+        assert!(
+            dump.contains("postgres://app:***@db:5432/credit") && dump.contains("\"sasl.username\":\"app\""),
+            "{dump}"
+        );
+        assert_eq!(redact_url_password("http://registry:8081"), "http://registry:8081");
+        assert_eq!(redact_url_password("postgres://app@db/x"), "postgres://app@db/x");
+    }
 
     /// The token comes from the file first, then the environment; short tokens are refused naming
     /// the key; the secret never shows in Debug output; only the exact token matches.

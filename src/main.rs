@@ -70,6 +70,18 @@ enum Command {
         #[arg(long)]
         state_file: Option<PathBuf>,
     },
+    /// Load and validate the configuration (file + environment), print it with secrets redacted.
+    CheckConfig {
+        #[arg(long, env = "CREDIT_WORKER_CONFIG", default_value = "config/default.toml")]
+        config: PathBuf,
+    },
+    /// HTTP GET a URL; exit 0 on a 2xx answer (container health checks without curl in the image).
+    Probe {
+        #[arg(long, default_value = "http://127.0.0.1:9464/health")]
+        url: String,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Audit table tools: verify (hash chains + re-scoring) and retention purge.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -188,6 +200,18 @@ async fn async_main(cli: Cli) -> Result<()> {
             let bound = registry_standin::serve(listen, state_file, shutdown.clone()).await?;
             tracing::info!(address = %bound, "schema registry DEVELOPMENT STAND-IN listening (not for production)");
             shutdown.cancelled().await;
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let environment: BTreeMap<String, String> = std::env::vars().collect();
+            let config = WorkerConfig::load(&config, &environment).context("loading configuration")?;
+            println!("{}", serde_json::to_string_pretty(&config.redacted())?);
+            Ok(())
+        }
+        Command::Probe { url, timeout_ms } => {
+            let client = reqwest::Client::builder().timeout(Duration::from_millis(timeout_ms)).build()?;
+            let status = client.get(&url).send().await.with_context(|| format!("GET {url}"))?.status();
+            anyhow::ensure!(status.is_success(), "GET {url}: {status}");
             Ok(())
         }
         Command::Audit(command) => {

@@ -50,6 +50,7 @@ struct Worker {
 
 /// Runs the worker until `shutdown` is cancelled, then drains, commits and returns.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()> {
+    info!(config = %config.redacted(), "configuration loaded");
     let metrics = Metrics::new();
     let readiness = Arc::new(Readiness::default());
     let models = {

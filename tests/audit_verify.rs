@@ -27,7 +27,7 @@ fn audit(args: &[&str], database_url: &str) -> (bool, String) {
 /// 1000 audit rows re-score 100% identically (probability bits, decision, reasons); every
 /// decline has reasons and no reason names a protected attribute; an edited probability is
 /// reported both as a broken chain and as a re-scoring mismatch, and verification passes again
-/// once the value is restored; a purge shorter than 25 months is refused; a purge keeps the rest
+/// once the value is restored; a pg_dump/pg_restore copy verifies the same; a purge shorter than 25 months is refused; a purge keeps the rest
 /// verifiable; a deleted row is reported as missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_rows_reproduce_and_tampering_is_detected() {
@@ -53,6 +53,20 @@ async fn audit_rows_reproduce_and_tampering_is_detected() {
     assert!(passed, "{report}");
     assert!(report.contains("1000 rows (credit-v1 1000): 1000 identical (100.00%), 0 mismatches"), "{report}");
     assert!(report.contains("1000 rows linked, 0 breaks, 0 unchained rows"), "{report}");
+
+    // The runbook's backup and restore: pg_dump (custom format), pg_restore into an empty
+    // database, and the restored table verifies and re-scores the same.
+    let dump = tempfile::NamedTempFile::new().unwrap();
+    let status = Command::new("pg_dump").args(["-Fc", "-f", dump.path().to_str().unwrap(), url]).status().unwrap();
+    assert!(status.success(), "pg_dump");
+    let restored = create_database(&unique("restored").replace('-', "_")).await;
+    let status = Command::new("pg_restore")
+        .args(["--no-owner", "--exit-on-error", "-d", &restored, dump.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "pg_restore");
+    let (passed, report) = audit(&["verify", "--models-root", "models"], &restored);
+    assert!(passed && report.contains("1000 identical (100.00%)"), "restored copy: {report}");
 
     let declines_without: i64 =
         sqlx::query_scalar("SELECT count(*) FROM decision_audit WHERE decision = 'decline' AND reasons = '[]'")
