@@ -112,6 +112,8 @@ impl Source {
             // Bounds the wait of a long poll that a broker does not wake early (Tansu does not);
             // overridable through kafka.client_properties.
             .set("fetch.wait.max.ms", "25")
+            // Bounds the prefetched backlog in memory (librdkafka's default is 64 MiB).
+            .set("queued.max.messages.kbytes", "16384")
             .set("statistics.interval.ms", "5000");
         for (key, value) in client_properties {
             config.set(key, value);

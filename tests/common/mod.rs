@@ -51,12 +51,30 @@ pub fn unique(name: &str) -> String {
 
 /// Creates topics with `partitions` partitions through the admin API.
 pub async fn create_topics(topics: &[&str], partitions: i32) {
+    create_topics_at(BOOTSTRAP, topics, partitions).await
+}
+
+/// Creates topics on the broker at `bootstrap`, retrying while it is still starting.
+pub async fn create_topics_at(bootstrap: &str, topics: &[&str], partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", BOOTSTRAP).create().expect("admin client");
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
     let new_topics: Vec<NewTopic<'_>> =
         topics.iter().map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(1))).collect();
-    for result in admin.create_topics(&new_topics, &AdminOptions::new()).await.expect("create topics") {
-        result.expect("topic created");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for attempt in 0..10 {
+        match admin.create_topics(&new_topics, &options).await {
+            Ok(results) => {
+                for result in results {
+                    result.expect("topic created");
+                }
+                return;
+            }
+            Err(error) if attempt < 9 => {
+                eprintln!("create topics on {bootstrap}: {error}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => panic!("create topics on {bootstrap}: {error}"),
+        }
     }
 }
 
@@ -87,6 +105,11 @@ pub struct Deployment {
 impl Deployment {
     /// Creates fresh topics (`partitions` each) and a fresh database.
     pub async fn create(name: &str, partitions: i32) -> Self {
+        Self::create_on(name, partitions, BOOTSTRAP).await
+    }
+
+    /// [`Deployment::create`] on the broker at `bootstrap`.
+    pub async fn create_on(name: &str, partitions: i32, bootstrap: &str) -> Self {
         stack();
         let base = unique(name);
         let deployment = Self {
@@ -98,15 +121,20 @@ impl Deployment {
             group_id: format!("{base}-group"),
             database_url: create_database(&base.replace('-', "_")).await,
         };
-        let topics = [
-            &deployment.input_topic,
-            &deployment.decisions_topic,
-            &deployment.dead_letter_topic,
-            &deployment.alerts_topic,
-            &deployment.outcomes_topic,
-        ];
-        create_topics(&topics.map(String::as_str), partitions).await;
+        deployment.create_topics_on(partitions, bootstrap).await;
         deployment
+    }
+
+    /// Creates this deployment's topics on the broker at `bootstrap`.
+    pub async fn create_topics_on(&self, partitions: i32, bootstrap: &str) {
+        let topics = [
+            &self.input_topic,
+            &self.decisions_topic,
+            &self.dead_letter_topic,
+            &self.alerts_topic,
+            &self.outcomes_topic,
+        ];
+        create_topics_at(bootstrap, &topics.map(String::as_str), partitions).await;
     }
 
     /// Replay of the whole data set, once, as fast as possible, to this deployment's input topic;
@@ -209,6 +237,27 @@ impl WorkerProcess {
             .sum()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no drain, no commit, no flush.
+    pub fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Peak resident set size so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+
     /// SIGTERM, then waits for the exit; returns whether it exited cleanly.
     pub fn terminate(mut self, timeout: Duration) -> bool {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
@@ -246,6 +295,23 @@ pub struct ReadRecord {
 
 /// Reads `topic` from the beginning (no group) until `expected` records arrived or `timeout`.
 pub fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
+    read_topic_until(topic, timeout, |records| records.len() >= expected)
+}
+
+/// Reads `topic` from the beginning until `expected` distinct keys arrived (duplicates allowed).
+pub fn read_topic_keys(topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
+    let mut keys = std::collections::HashSet::new();
+    let mut seen = 0;
+    read_topic_until(topic, timeout, move |records| {
+        for record in &records[seen..] {
+            keys.insert(record.key.clone());
+        }
+        seen = records.len();
+        keys.len() >= expected
+    })
+}
+
+fn read_topic_until(topic: &str, timeout: Duration, mut done: impl FnMut(&[ReadRecord]) -> bool) -> Vec<ReadRecord> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", BOOTSTRAP)
         .set("group.id", unique("reader"))
@@ -260,7 +326,7 @@ pub fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRe
     consumer.assign(&assignment).unwrap();
     let deadline = Instant::now() + timeout;
     let mut records = Vec::new();
-    while records.len() < expected && Instant::now() < deadline {
+    while !done(&records) && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
             let headers = message
                 .headers()
@@ -310,4 +376,68 @@ pub fn model_dir() -> PathBuf {
 /// The data set path.
 pub fn data_path() -> PathBuf {
     repo_root().join("data/german_credit.csv")
+}
+
+/// Rows in `decision_audit` of `database_url`.
+pub async fn audit_rows(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM decision_audit").fetch_one(pool).await.unwrap_or(-1)
+}
+
+/// Waits until `decision_audit` holds `expected` rows (or `timeout`); returns the count.
+pub async fn wait_for_audit_rows(pool: &sqlx::PgPool, expected: i64, timeout: Duration) -> i64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let rows = audit_rows(pool).await;
+        if rows >= expected || Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A loopback TCP proxy whose link can be cut: while down, open connections are closed and new
+/// ones are accepted and dropped at once (as a failed or firewalled server looks to a client).
+pub struct TcpProxy {
+    pub port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl TcpProxy {
+    /// Forwards a free loopback port to `target`.
+    pub async fn start(target: &'static str) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cut = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (accept_down, accept_cut) = (down.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if accept_down.load(Ordering::Acquire) {
+                    continue;
+                }
+                let cut = accept_cut.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Self { port, down, cut }
+    }
+
+    /// Cuts every connection and refuses new ones until [`TcpProxy::restore`].
+    pub fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::Release);
+        self.cut.notify_waiters();
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::Release);
+    }
 }

@@ -1,0 +1,257 @@
+//! Faults injected into real components, on loopback, bounded in time: the worker killed with
+//! SIGKILL mid-stream, PostgreSQL cut off mid-replay (through a TCP proxy, so other tests
+//! sharing the server are not disturbed), the schema registry down at start and mid-run, and
+//! the broker restarted (a private Tansu instance). Each proves nothing is lost or doubled.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use credit_worker::replay::{replay, ReplayOptions};
+use rand::{Rng, SeedableRng};
+
+/// `(applications, rows)`: distinct audited applications and audit rows.
+async fn audit_counts(pool: &sqlx::PgPool) -> (i64, i64) {
+    sqlx::query_as("SELECT count(DISTINCT application_id), count(*) FROM decision_audit").fetch_one(pool).await.unwrap()
+}
+
+fn committed_sum(deployment: &Deployment, partitions: i32) -> i64 {
+    committed_offsets(&deployment.group_id, &deployment.input_topic, partitions).values().sum()
+}
+
+/// 20 000 events replayed at 800/s while the worker is killed with SIGKILL three times at
+/// seeded random moments and restarted each time: every application ends with exactly one
+/// audit row and at least one decision on the topic; the hash chains verify; and no log line
+/// holds an application id or a protected attribute value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_loses_and_doubles_nothing() {
+    const EVENTS: usize = 20_000;
+    let deployment = Deployment::create("chaos", 4).await;
+    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    let options = ReplayOptions { count: Some(EVENTS), rate: 800.0, ..deployment.replay_options("chaos") };
+    let producer = tokio::spawn(async move { replay(&options).await.expect("replay") });
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261123);
+    let (mut logs, mut kills, mut peak_rss) = (Vec::new(), Vec::new(), 0.0f64);
+    for _ in 0..3 {
+        let mut worker = WorkerProcess::start(&deployment, &[]);
+        worker.wait_ready(Duration::from_secs(60)).await;
+        let before = audit_rows(&pool).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while audit_rows(&pool).await == before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..1500))).await;
+        peak_rss = peak_rss.max(worker.peak_rss_mib());
+        logs.push(worker.log.clone());
+        worker.kill_9();
+        kills.push(audit_rows(&pool).await);
+    }
+    producer.await.unwrap();
+    let mut worker = WorkerProcess::start(&deployment, &[]);
+    worker.wait_ready(Duration::from_secs(60)).await;
+    let rows = wait_for_audit_rows(&pool, EVENTS as i64, Duration::from_secs(180)).await;
+    peak_rss = peak_rss.max(worker.peak_rss_mib());
+    let (applications, rows_total) = audit_counts(&pool).await;
+    println!("audit rows at each kill: {kills:?}; final {rows}; peak RSS {peak_rss:.1} MiB");
+    assert!(kills.iter().all(|rows| (1..EVENTS as i64).contains(rows)), "kills landed mid-stream: {kills:?}");
+    assert_eq!((applications, rows_total), (EVENTS as i64, EVENTS as i64), "one audit row per application");
+
+    let decisions = read_topic_keys(&deployment.decisions_topic, EVENTS, Duration::from_secs(120));
+    let ids: HashSet<String> = decisions.iter().filter_map(|record| record.key.clone()).collect();
+    println!(
+        "decisions on the topic: {} for {} applications ({} duplicates)",
+        decisions.len(),
+        ids.len(),
+        decisions.len() - ids.len()
+    );
+    assert_eq!(ids.len(), EVENTS, "every application has a decision");
+    logs.push(worker.log.clone());
+    assert!(worker.terminate(Duration::from_secs(20)));
+
+    let verify = Command::new(worker_binary())
+        .current_dir(repo_root())
+        .args(["audit", "verify", "--models-root", "models", "--database-url", &deployment.database_url])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{report}");
+    assert!(report.contains("0 breaks"), "{report}");
+
+    let personal_status: HashSet<String> = credit_worker::dataset::read_german_credit(&data_path())
+        .unwrap()
+        .into_iter()
+        .filter_map(|row| row.protected_attributes.personal_status_and_sex)
+        .collect();
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(!text.contains("chaos-0"), "an application id in {}", log.display());
+        for value in &personal_status {
+            assert!(!text.contains(value.as_str()), "protected value {value:?} in {}", log.display());
+        }
+    }
+}
+
+/// PostgreSQL cut off for 15 s in the middle of a 3 000-event replay: the worker reports
+/// not-ready, retries with backoff, never commits an offset past what is audited, keeps its
+/// memory bounded, and drains the backlog once the database is back, with one row per application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_is_waited_out_without_loss() {
+    const EVENTS: usize = 3_000;
+    let deployment = Deployment::create("pgdown", 4).await;
+    let direct = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let proxied_url = deployment.database_url.replace(":5432/", &format!(":{}/", proxy.port));
+    let mut worker = WorkerProcess::start(&deployment, &[("CREDIT_WORKER__DATABASE__URL", &proxied_url)]);
+    worker.wait_ready(Duration::from_secs(60)).await;
+    let options = ReplayOptions { count: Some(EVENTS), rate: 300.0, ..deployment.replay_options("pgdown") };
+    let producer = tokio::spawn(async move { replay(&options).await.expect("replay") });
+    wait_for_audit_rows(&direct, 300, Duration::from_secs(30)).await;
+
+    proxy.cut();
+    let outage = Instant::now();
+    let (mut saw_not_ready, mut checks) = (false, 0);
+    while outage.elapsed() < Duration::from_secs(15) {
+        let ready = reqwest::get(worker.url("/ready")).await.map(|r| r.status().as_u16()).unwrap_or(0);
+        saw_not_ready |= ready == 503;
+        let audited = audit_rows(&direct).await;
+        let committed = committed_sum(&deployment, 4);
+        assert!(committed <= audited, "offset committed past the audit table: {committed} > {audited}");
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let rows_during = audit_rows(&direct).await;
+    let retries = worker.metric("credit_worker_sink_retries_total{sink=\"postgres\"}").await;
+    proxy.restore();
+    producer.await.unwrap();
+    let rows = wait_for_audit_rows(&direct, EVENTS as i64, Duration::from_secs(120)).await;
+    let (applications, total) = audit_counts(&direct).await;
+    let peak = worker.peak_rss_mib();
+    println!(
+        "outage 15 s: {checks} checks, rows at end of outage {rows_during}, postgres retries {retries}, \
+         final rows {rows}, peak RSS {peak:.1} MiB"
+    );
+    assert!(saw_not_ready, "/ready must report the database outage");
+    assert!(retries >= 2.0, "the audit write was retried: {retries}");
+    assert_eq!((applications, total), (EVENTS as i64, EVENTS as i64));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while committed_sum(&deployment, 4) < EVENTS as i64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(committed_sum(&deployment, 4), EVENTS as i64, "every offset committed after the outage");
+    assert!(worker.terminate(Duration::from_secs(20)));
+}
+
+fn start_registry(port: u16, state: &std::path::Path) -> Child {
+    Command::new(worker_binary())
+        .args(["registry-standin", "--listen", &format!("127.0.0.1:{port}"), "--state-file"])
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A private schema registry: down when the worker starts (not ready, then ready once it comes
+/// up), and down again mid-run: records with a cached schema id keep being decided; nothing is
+/// dead-lettered for the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_outage_at_start_and_mid_run() {
+    let deployment = Deployment::create("srdown", 2).await;
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let registry_url = format!("http://127.0.0.1:{port}");
+    let mut worker = WorkerProcess::start(&deployment, &[("CREDIT_WORKER__SCHEMA_REGISTRY__URL", &registry_url)]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ready = reqwest::get(worker.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready without the registry");
+    let mut registry = start_registry(port, &state.path().join("registry.json"));
+    worker.wait_ready(Duration::from_secs(60)).await;
+
+    let options = ReplayOptions {
+        count: Some(500),
+        schema_registry_url: registry_url.clone(),
+        ..deployment.replay_options("srdown")
+    };
+    replay(&options).await.expect("replay");
+    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    assert_eq!(wait_for_audit_rows(&pool, 500, Duration::from_secs(60)).await, 500);
+
+    let _ = registry.kill();
+    let _ = registry.wait();
+    // The replayer registers its schema, so it talks to a second stand-in sharing the state
+    // (same schema id) on another port, while the worker's registry stays down.
+    let replay_port = free_port();
+    let mut replay_registry = start_registry(replay_port, &state.path().join("registry.json"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let producer = ReplayOptions {
+        count: Some(1000),
+        schema_registry_url: format!("http://127.0.0.1:{replay_port}"),
+        ..deployment.replay_options("srdown2")
+    };
+    replay(&producer).await.expect("replay while the worker's registry is down");
+    let _ = replay_registry.kill();
+    let _ = replay_registry.wait();
+    let rows = wait_for_audit_rows(&pool, 1500, Duration::from_secs(60)).await;
+    println!("decided with the registry down (cached schema): {}", rows - 500);
+    assert_eq!(rows, 1500);
+    assert_eq!(worker.metric("credit_worker_dead_letters_total").await, 0.0);
+    assert!(worker.terminate(Duration::from_secs(20)));
+}
+
+/// A private Tansu broker (memory storage) restarted under a running worker: the worker
+/// reconnects, rejoins its group and decides what is produced after the restart. (Memory
+/// storage loses the topics on restart, so they are created again, as an operator would.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_reconnects() {
+    stack();
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let start_broker = || {
+        Command::new(repo_root().join(".tools/bin/tansu"))
+            .args(["broker", "--listener-url", &format!("tcp://{bootstrap}"), "--advertised-listener-url"])
+            .arg(format!("tcp://{bootstrap}"))
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut broker = start_broker();
+    let deployment = Deployment::create_on("restart", 2, &bootstrap).await;
+    let environment = [("CREDIT_WORKER__KAFKA__BOOTSTRAP_SERVERS", bootstrap.as_str())];
+    let mut worker = WorkerProcess::start(&deployment, &environment);
+    worker.wait_ready(Duration::from_secs(60)).await;
+    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    let options = ReplayOptions {
+        count: Some(200),
+        bootstrap_servers: bootstrap.clone(),
+        ..deployment.replay_options("restart")
+    };
+    replay(&options).await.expect("replay");
+    assert_eq!(wait_for_audit_rows(&pool, 200, Duration::from_secs(60)).await, 200);
+
+    let _ = broker.kill();
+    let _ = broker.wait();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker = start_broker();
+    deployment.create_topics_on(2, &bootstrap).await;
+    let options = ReplayOptions { id_prefix: "restart2".into(), ..options };
+    replay(&options).await.expect("replay after the restart");
+    let rows = wait_for_audit_rows(&pool, 400, Duration::from_secs(120)).await;
+    println!("decided after the broker restart: {}", rows - 200);
+    assert_eq!(rows, 400, "worker log: {}", worker.log_text());
+    let by_prefix: HashMap<bool, i64> = sqlx::query_as::<_, (bool, i64)>(
+        "SELECT application_id LIKE 'restart2-%', count(*) FROM decision_audit GROUP BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert_eq!(by_prefix.get(&true), Some(&200));
+    assert!(worker.terminate(Duration::from_secs(20)));
+    let _ = broker.kill();
+}
