@@ -17,6 +17,8 @@ pub enum ValidationError {
     UnknownCategory(String),
     #[error("field `{0}` has the wrong type (expected {1})")]
     WrongType(String, &'static str),
+    #[error("field `{field}` is longer than {max} bytes")]
+    TooLong { field: String, max: usize },
     #[error("model feature `{0}` has no field in the application schema")]
     UnknownFeature(String),
 }
@@ -31,6 +33,7 @@ impl ValidationError {
             Self::UnknownCategory(_) => "unknown_category",
             Self::WrongType(..) => "wrong_type",
             Self::UnknownFeature(_) => "unknown_feature",
+            Self::TooLong { .. } => "too_long",
         }
     }
 }

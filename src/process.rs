@@ -19,6 +19,9 @@ use crate::model::scorer::Scorer;
 use crate::model::ModelBundle;
 use crate::reasons::AdverseReason;
 
+/// Longest accepted application id (it becomes a Kafka key, a UUIDv5 input and an indexed column).
+pub const MAX_APPLICATION_ID_BYTES: usize = 256;
+
 /// A consumed Kafka record, owned.
 #[derive(Debug, Clone)]
 pub struct InputRecord {
@@ -38,9 +41,26 @@ pub struct BatchContext {
     /// Registry id of the LoanDecision schema.
     pub decision_schema_id: u32,
     /// Writer schemas of this batch's records, by id (unknown ids absent).
-    pub writer_schemas: HashMap<u32, Arc<AvroSchema>>,
+    pub writer_schemas: HashMap<u32, WriterSchema>,
     /// Per-record failures found before this stage (schema lookup), by position in the batch.
     pub early_failures: HashMap<usize, DecodeError>,
+}
+
+/// A writer schema: as fetched from the registry, or given directly (tools, tests).
+#[derive(Clone)]
+pub enum WriterSchema {
+    Registry(Arc<AvroSchema>),
+    Local(Arc<apache_avro::Schema>),
+}
+
+impl WriterSchema {
+    /// The parsed schema.
+    pub fn parsed(&self) -> &apache_avro::Schema {
+        match self {
+            Self::Registry(schema) => &schema.parsed,
+            Self::Local(schema) => schema,
+        }
+    }
 }
 
 /// What became of one record.
@@ -118,7 +138,7 @@ struct Valid {
 
 /// Processes `records` in order; the result has one outcome per record, same positions.
 pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRecord]) -> Vec<Outcome> {
-    let decoder = ApplicationDecoder::new(context.writer_schemas.iter().map(|(id, schema)| (*id, &schema.parsed)));
+    let decoder = ApplicationDecoder::new(context.writer_schemas.iter().map(|(id, schema)| (*id, schema.parsed())));
     let width = context.model.card.features.len();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
     let mut valid = Vec::with_capacity(records.len());
@@ -206,6 +226,10 @@ fn decode_and_map(
     let application = decoder.decode(schema_id, body)?;
     if application.application_id.trim().is_empty() {
         return Err(ValidationError::MissingField("application_id".into()).into());
+    }
+    if application.application_id.len() > MAX_APPLICATION_ID_BYTES {
+        let max = MAX_APPLICATION_ID_BYTES;
+        return Err(ValidationError::TooLong { field: "application_id".into(), max }.into());
     }
     append_feature_vector(&context.model.card.features, &application.credit_request, rows)?;
     Ok(Valid { index, schema_id, application })

@@ -25,7 +25,7 @@ use crate::model::lifecycle::{LoadedModel, ModelManager};
 use crate::monitoring::{run_evaluator, Monitoring};
 use crate::offsets::next_offsets;
 use crate::outcomes::source::OutcomeSource;
-use crate::process::{process_batch, BatchContext, InputRecord, Outcome};
+use crate::process::{process_batch, BatchContext, InputRecord, Outcome, WriterSchema};
 use crate::publish::{Publication, Publisher};
 use crate::shadow::{Comparison, ShadowComparison};
 use crate::source::{PartitionEvent, Source};
@@ -346,7 +346,7 @@ impl Worker {
             loop {
                 match self.schemas.writer_schema(id).await {
                     Ok(schema) => {
-                        writer_schemas.insert(id, schema);
+                        writer_schemas.insert(id, WriterSchema::Registry(schema));
                         break;
                     }
                     Err(SchemaLookupError::Unknown(error)) => {
