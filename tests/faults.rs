@@ -144,6 +144,39 @@ async fn database_outage_is_waited_out_without_loss() {
     assert!(worker.terminate(Duration::from_secs(20)));
 }
 
+/// A 60 000-event backlog arrives while PostgreSQL is cut off (a stopped sink): the worker
+/// holds one batch and a capped prefetch, so its memory stays bounded; once the database is
+/// back it drains the backlog, one audit row per application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_behind_a_stopped_sink_keeps_memory_bounded() {
+    const EVENTS: usize = 60_000;
+    let deployment = Deployment::create("backlog", 4).await;
+    let direct = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let proxied_url = deployment.database_url.replace(":5432/", &format!(":{}/", proxy.port));
+    let mut worker = WorkerProcess::start(&deployment, &[("CREDIT_WORKER__DATABASE__URL", &proxied_url)]);
+    worker.wait_ready(Duration::from_secs(60)).await;
+    let idle = worker.peak_rss_mib();
+    proxy.cut();
+    replay(&ReplayOptions { count: Some(EVENTS), ..deployment.replay_options("backlog") }).await.expect("replay");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let stalled = worker.peak_rss_mib();
+    let rows_stalled = audit_rows(&direct).await;
+    proxy.restore();
+    let drain = Instant::now();
+    assert_eq!(wait_for_audit_rows(&direct, EVENTS as i64, Duration::from_secs(240)).await, EVENTS as i64);
+    let drained_in = drain.elapsed().as_secs_f64();
+    let peak = worker.peak_rss_mib();
+    println!(
+        "backlog {EVENTS}: peak RSS idle {idle:.1} MiB, with the sink stopped {stalled:.1} MiB, overall {peak:.1} MiB; \
+         rows while stopped {rows_stalled}; drained in {drained_in:.1} s"
+    );
+    assert_eq!(rows_stalled, 0, "nothing is audited while the database is cut off");
+    assert_eq!(audit_counts(&direct).await, (EVENTS as i64, EVENTS as i64));
+    assert!(peak < 256.0, "memory bounded: peak RSS {peak:.1} MiB");
+    assert!(worker.terminate(Duration::from_secs(20)));
+}
+
 fn start_registry(port: u16, state: &std::path::Path) -> Child {
     Command::new(worker_binary())
         .args(["registry-standin", "--listen", &format!("127.0.0.1:{port}"), "--state-file"])
