@@ -6,7 +6,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use credit_worker::model::{ModelBundle, PROTECTED_ATTRIBUTES};
@@ -36,13 +36,8 @@ async fn audit_rows_reproduce_and_tampering_is_detected() {
     worker.wait_ready(Duration::from_secs(60)).await;
     replay(&deployment.replay_options("verify")).await.expect("replay");
     let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
-    let count = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM decision_audit").fetch_one(&pool).await.unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while count().await < 1000 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let count = || audit_rows(&pool);
+    wait_for_audit_rows(&pool, 1000, Duration::from_secs(120)).await;
     assert_eq!(count().await, 1000, "worker log: {}", worker.log_text());
     assert_eq!(worker.metric("credit_worker_declines_without_reasons_total").await, 0.0);
     assert!(worker.terminate(Duration::from_secs(20)));

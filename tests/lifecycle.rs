@@ -63,14 +63,8 @@ async fn admin(
 
 async fn wait_for_rows(database_url: &str, expected: i64, timeout: Duration) -> sqlx::PgPool {
     let pool = sqlx::PgPool::connect(database_url).await.unwrap();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM decision_audit").fetch_one(&pool).await.unwrap_or(0);
-        if rows >= expected || Instant::now() > deadline {
-            return pool;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_for_audit_rows(&pool, expected, timeout).await;
+    pool
 }
 
 /// Under a steady replay of 4000 events, activating credit-v2 and rolling back to credit-v1
