@@ -7,7 +7,7 @@ use common::*;
 use credit_worker::dataset::read_german_credit;
 use credit_worker::events::DecisionOutcome;
 use credit_worker::features::append_feature_vector;
-use credit_worker::model::scorer::Scorer;
+use credit_worker::model::scorer::{Scorer, CONTRIBUTION_TOLERANCE};
 use credit_worker::model::train::{train, TrainOptions};
 use credit_worker::model::{ModelBundle, ModelError, PROTECTED_ATTRIBUTES};
 
@@ -130,4 +130,47 @@ fn contributions_sum_to_raw_scores_and_reasons_are_stable() {
     }
     assert!(declines > 100, "{declines} declines");
     println!("{declines} declines, all with reasons; samples:\n{}", samples.join("\n"));
+}
+
+/// The compiled trees stand in for LightGBM on every row of the data set, for both committed
+/// models: probabilities identical bit for bit, TreeSHAP contributions within the tolerance, and
+/// the same reasons in the same order.
+#[test]
+fn compiled_trees_reproduce_lightgbm_on_the_data_set() {
+    let rows = read_german_credit(&data_path()).unwrap();
+    for version in ["credit-v1", "credit-v2"] {
+        let bundle = ModelBundle::load(&model_dir().parent().unwrap().join(version)).unwrap();
+        let (card, catalogue) = (&bundle.card, &bundle.catalogue);
+        let scorer = Scorer::new(&bundle.model_text).unwrap();
+        assert_eq!(scorer.implementation(), "compiled", "{version}");
+        let mut matrix = Vec::new();
+        for row in &rows {
+            append_feature_vector(&card.features, &row.credit_request, &mut matrix).unwrap();
+        }
+        let width = card.features.len();
+        let compiled = scorer.contributions(&matrix).unwrap();
+        let reference = scorer.reference_contributions(&matrix).unwrap();
+        let mut largest_difference = 0.0f64;
+        for (index, row) in matrix.chunks_exact(width).enumerate() {
+            let (ours, theirs) = (scorer.score_row(row).unwrap(), scorer.reference_score_row(row).unwrap());
+            assert_eq!(ours.to_bits(), theirs.to_bits(), "{version} row {index}: {ours} vs {theirs}");
+            let ours = &compiled[index * (width + 1)..(index + 1) * (width + 1)];
+            let theirs = &reference[index * (width + 1)..(index + 1) * (width + 1)];
+            for (a, b) in ours.iter().zip(theirs) {
+                largest_difference = largest_difference.max((a - b).abs());
+            }
+            let codes = |values: &[f64]| -> Vec<String> {
+                catalogue
+                    .reasons(&card.features, row, values, &card.feature_medians)
+                    .into_iter()
+                    .map(|r| r.code)
+                    .collect()
+            };
+            assert_eq!(codes(ours), codes(theirs), "{version} row {index}");
+        }
+        assert!(largest_difference <= CONTRIBUTION_TOLERANCE, "{version}: {largest_difference}");
+        println!(
+            "{version}: 1000 rows, probabilities identical, largest contribution difference {largest_difference:e}"
+        );
+    }
 }

@@ -2,8 +2,10 @@
 //! - Chains: every row's hash is recomputed and linked to its predecessor, from the retention
 //!   anchor to the chain head, so an edited, deleted or inserted row is reported.
 //! - Re-scoring: for a range of rows, the stored model inputs are scored again with the recorded
-//!   model (found by its sha256 under the models root) and the probability (bit for bit), the
-//!   decision under the recorded cutoffs, and the reasons must all be identical.
+//!   model (found by its sha256 under the models root) by LightGBM itself, independently of the
+//!   worker's compiled trees: the probability (bit for bit), the decision under the recorded
+//!   cutoffs and the reason codes must be identical, the reasons' contributions equal within
+//!   [`CONTRIBUTION_TOLERANCE`] (TreeSHAP summed in another order differs only in rounding).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -17,7 +19,7 @@ use super::chain::{row_hash, Link, GENESIS};
 use super::{read_row, AuditError, AUDIT_COLUMNS};
 use crate::decision::Cutoffs;
 use crate::events::DecisionOutcome;
-use crate::model::scorer::Scorer;
+use crate::model::scorer::{Scorer, CONTRIBUTION_TOLERANCE};
 use crate::model::{ModelBundle, MODEL_CARD_FILE};
 use crate::process::AuditRow;
 
@@ -191,7 +193,7 @@ pub fn reproduce(models: &Models, row: &AuditRow) -> Result<(), String> {
     if inputs.len() != vector.len() {
         return Err(format!("{} stored inputs for {} model features", inputs.len(), vector.len()));
     }
-    let probability = scorer.score_row(&vector).map_err(|error| error.to_string())?;
+    let probability = scorer.reference_score_row(&vector).map_err(|error| error.to_string())?;
     if probability.to_bits() != row.probability_of_default.to_bits() {
         return Err(format!("probability {probability} re-scored, {} recorded", row.probability_of_default));
     }
@@ -209,7 +211,7 @@ pub fn reproduce(models: &Models, row: &AuditRow) -> Result<(), String> {
     let reasons = if decision == DecisionOutcome::Approve {
         Vec::new()
     } else {
-        let contributions = scorer.contributions(&vector).map_err(|error| error.to_string())?;
+        let contributions = scorer.reference_contributions(&vector).map_err(|error| error.to_string())?;
         bundle.catalogue.reasons(&bundle.card.features, &vector, &contributions, &bundle.card.feature_medians)
     };
     let same = reasons.len() == row.reasons.len()
@@ -217,7 +219,7 @@ pub fn reproduce(models: &Models, row: &AuditRow) -> Result<(), String> {
             a.code == b.code
                 && a.feature == b.feature
                 && a.text == b.text
-                && a.contribution.to_bits() == b.contribution.to_bits()
+                && (a.contribution - b.contribution).abs() <= CONTRIBUTION_TOLERANCE
         });
     if !same {
         let codes = |reasons: &[crate::reasons::AdverseReason]| {

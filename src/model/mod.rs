@@ -5,6 +5,7 @@ pub mod card;
 pub mod lifecycle;
 pub mod scorer;
 pub mod train;
+pub mod trees;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,334 @@
+//! End-to-end throughput and latency of the worker on the local stack (`make bench`).
+//!
+//! Per scenario (champion alone; champion with a shadow challenger), against fresh topics and a
+//! fresh database:
+//! 1. pre-loads `--events` applications into the input topic;
+//! 2. starts the release worker from cold and times it until every event is decided, published,
+//!    audited (rows committed) and its offset stored: events/s, CPU per decision, peak RSS;
+//! 3. offers `--rate` events/s for `--latency-seconds` to the now warm worker and reads the
+//!    event → decision latency of each from the audit table (p50/p95/p99);
+//! 4. checks every audit row is there and the group's committed offsets cover every event.
+//!
+//! Prints a table and writes the figures as JSON to `target/bench/pipeline-<unix time>.json` and
+//! `target/bench/pipeline-latest.json`, to compare runs.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use common::{Deployment, WorkerProcess};
+use serde::Serialize;
+
+/// Options (after `cargo bench --bench pipeline --`).
+#[derive(Debug, Parser)]
+struct Options {
+    /// Events pre-loaded for the throughput run.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Offered rate of the latency run, events per second.
+    #[arg(long, default_value_t = 5_000.0)]
+    rate: f64,
+    /// Length of the latency run.
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
+    /// Partitions of the input topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Only the scenarios named (champion, shadow); default all.
+    #[arg(long)]
+    scenario: Vec<String>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    started_at: String,
+    git_commit: String,
+    events: usize,
+    partitions: i32,
+    cores: usize,
+    scenarios: Vec<ScenarioReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct ScenarioReport {
+    name: String,
+    shadow: bool,
+    preload_events_per_second: f64,
+    /// Worker spawn → first audit row committed (model load, group join, first batch).
+    cold_start_seconds: f64,
+    /// First → last audit row committed.
+    drain_seconds: f64,
+    /// Events / drain time: the steady-state rate.
+    events_per_second: f64,
+    /// Events / (spawn → last audit row).
+    events_per_second_from_cold: f64,
+    /// Worker user+system CPU during the drain, per decision.
+    cpu_microseconds_per_decision: f64,
+    cpu_seconds_per_1k_decisions: f64,
+    /// Worker CPU from spawn to the last row (startup included).
+    cpu_seconds_total: f64,
+    /// Tansu's CPU during the drain, per event (consumed and published).
+    broker_cpu_microseconds_per_event: Option<f64>,
+    peak_rss_mib: f64,
+    latency: LatencyReport,
+    /// Mean seconds per batch in each worker stage, over the whole run.
+    stage_mean_ms: BTreeMap<String, f64>,
+    mean_batch_rows: f64,
+    audit_rows: i64,
+    committed_offsets: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct LatencyReport {
+    offered_rate: f64,
+    events: usize,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    cpu_microseconds_per_decision: f64,
+}
+
+#[tokio::main]
+async fn main() {
+    let options = Options::parse();
+    let mut scenarios = vec![("champion", false), ("shadow", true)];
+    if !options.scenario.is_empty() {
+        scenarios.retain(|(name, _)| options.scenario.iter().any(|wanted| wanted == name));
+    }
+    let started_at = chrono::Utc::now();
+    let mut report = Report {
+        started_at: started_at.to_rfc3339(),
+        git_commit: git_commit(),
+        events: options.events,
+        partitions: options.partitions,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        scenarios: Vec::new(),
+    };
+    for (name, shadow) in scenarios {
+        eprintln!("== scenario {name}: {} events, {} partitions", options.events, options.partitions);
+        report.scenarios.push(run_scenario(&options, name, shadow).await);
+    }
+    print_table(&report);
+    let directory = common::repo_root().join("target/bench");
+    std::fs::create_dir_all(&directory).expect("creating target/bench");
+    let json = serde_json::to_string_pretty(&report).expect("report serialises");
+    let path = directory.join(format!("pipeline-{}.json", started_at.timestamp()));
+    std::fs::write(&path, &json).expect("writing the report");
+    std::fs::write(directory.join("pipeline-latest.json"), &json).expect("writing the report");
+    println!("written {}", path.display());
+}
+
+async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioReport {
+    let deployment = Deployment::create(&format!("bench-{name}"), options.partitions).await;
+    let prefix = format!("bench-{name}");
+    let mut replay = deployment.replay_options(&prefix);
+    replay.count = Some(options.events);
+    let preload = credit_worker::replay::replay(&replay).await.expect("pre-loading the input topic");
+    let preload_rate = options.events as f64 / preload.elapsed.as_secs_f64();
+    eprintln!("   pre-loaded in {:.1} s ({preload_rate:.0} events/s)", preload.elapsed.as_secs_f64());
+
+    let mut env = vec![("RUST_LOG", "warn")];
+    let challenger = common::repo_root().join("models/credit-v2").display().to_string();
+    if shadow {
+        env.push(("CREDIT_WORKER__MODEL__SHADOW_DIRECTORY", challenger.as_str()));
+    }
+    let broker = broker_pid();
+    let spawned = Instant::now();
+    let worker = WorkerProcess::start(&deployment, &env);
+    let pid = worker.pid();
+    let (first, cpu_at_first, broker_at_first) = wait_for_rows(&worker, 1.0, Duration::from_secs(120), broker).await;
+    let (last, cpu_at_last, broker_at_last) =
+        wait_for_rows(&worker, options.events as f64, Duration::from_secs(900), broker).await;
+    let drain = (last - first).as_secs_f64().max(1e-3);
+    let from_cold = (last - spawned).as_secs_f64();
+    let drain_cpu = cpu_at_last - cpu_at_first;
+    let broker_cpu = broker_at_first.zip(broker_at_last).map(|(a, b)| (b - a) / (2.0 * options.events as f64) * 1e6);
+    eprintln!(
+        "   drained {} events in {drain:.2} s ({:.0} events/s), {:.2} µs CPU per decision",
+        options.events,
+        options.events as f64 / drain,
+        drain_cpu / options.events as f64 * 1e6
+    );
+
+    let latency_events = (options.rate * options.latency_seconds as f64) as usize;
+    let mut offered = deployment.replay_options(&format!("{prefix}-lat"));
+    offered.count = Some(latency_events);
+    offered.rate = options.rate;
+    let cpu_before = process_cpu_seconds(pid);
+    credit_worker::replay::replay(&offered).await.expect("offering the latency load");
+    let total = (options.events + latency_events) as f64;
+    wait_for_rows(&worker, total, Duration::from_secs(300), None).await;
+    let latency_cpu = process_cpu_seconds(pid) - cpu_before;
+    let pool = sqlx::PgPool::connect(&deployment.database_url).await.expect("audit database");
+    let (p50, p95, p99, max): (f64, f64, f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), \
+         percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms) \
+         FROM (SELECT extract(epoch FROM processed_at - event_time)::float8 * 1000 AS ms FROM decision_audit \
+               WHERE application_id LIKE $1 || '-%') AS latency",
+    )
+    .bind(&offered.id_prefix)
+    .fetch_one(&pool)
+    .await
+    .expect("latency percentiles");
+    let audit_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM decision_audit").fetch_one(&pool).await.unwrap();
+    let peak_rss_mib = worker.peak_rss_mib();
+    let stage_mean_ms = stage_means(&worker).await;
+    let mean_batch_rows = worker.metric("credit_worker_audit_batch_rows_sum").await
+        / worker.metric("credit_worker_audit_batch_rows_count").await.max(1.0);
+    assert!(worker.terminate(Duration::from_secs(30)), "the worker did not stop cleanly");
+    let committed: i64 =
+        common::committed_offsets(&deployment.group_id, &deployment.input_topic, options.partitions).values().sum();
+    pool.close().await;
+    drop_database(&deployment.database_url).await;
+    assert_eq!(audit_rows as f64, total, "every event has its audit row");
+    assert_eq!(committed as f64, total, "committed offsets cover every event");
+
+    ScenarioReport {
+        name: name.to_owned(),
+        shadow,
+        preload_events_per_second: preload_rate,
+        cold_start_seconds: (first - spawned).as_secs_f64(),
+        drain_seconds: drain,
+        events_per_second: options.events as f64 / drain,
+        events_per_second_from_cold: options.events as f64 / from_cold,
+        cpu_microseconds_per_decision: drain_cpu / options.events as f64 * 1e6,
+        cpu_seconds_per_1k_decisions: drain_cpu / options.events as f64 * 1e3,
+        cpu_seconds_total: cpu_at_last,
+        broker_cpu_microseconds_per_event: broker_cpu,
+        peak_rss_mib,
+        latency: LatencyReport {
+            offered_rate: options.rate,
+            events: latency_events,
+            p50_ms: p50,
+            p95_ms: p95,
+            p99_ms: p99,
+            max_ms: max,
+            cpu_microseconds_per_decision: latency_cpu / latency_events.max(1) as f64 * 1e6,
+        },
+        stage_mean_ms,
+        mean_batch_rows,
+        audit_rows,
+        committed_offsets: committed,
+    }
+}
+
+/// Polls the worker's audit counter every 20 ms until it reaches `rows`; returns when, with the
+/// worker's (and the broker's) CPU seconds at that moment.
+async fn wait_for_rows(
+    worker: &WorkerProcess,
+    rows: f64,
+    timeout: Duration,
+    broker: Option<u32>,
+) -> (Instant, f64, Option<f64>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let written = worker.metric("credit_worker_audit_rows_written_total").await;
+        if written >= rows {
+            return (Instant::now(), process_cpu_seconds(worker.pid()), broker.map(process_cpu_seconds));
+        }
+        assert!(Instant::now() < deadline, "{written} of {rows} audit rows after {timeout:?}; log: {:?}", worker.log);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Mean milliseconds per batch of each stage, from `credit_worker_stage_seconds`.
+async fn stage_means(worker: &WorkerProcess) -> BTreeMap<String, f64> {
+    let text = reqwest::get(worker.url("/metrics")).await.unwrap().text().await.unwrap();
+    let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for line in text.lines() {
+        let (is_sum, rest) = if let Some(rest) = line.strip_prefix("credit_worker_stage_seconds_sum{stage=\"") {
+            (true, rest)
+        } else if let Some(rest) = line.strip_prefix("credit_worker_stage_seconds_count{stage=\"") {
+            (false, rest)
+        } else {
+            continue;
+        };
+        let Some((stage, value)) = rest.split_once("\"} ") else { continue };
+        let entry = sums.entry(stage.to_owned()).or_default();
+        let value: f64 = value.parse().unwrap_or(0.0);
+        if is_sum {
+            entry.0 = value;
+        } else {
+            entry.1 = value;
+        }
+    }
+    sums.into_iter().map(|(stage, (sum, count))| (stage, sum / count.max(1.0) * 1e3)).collect()
+}
+
+/// User + system CPU seconds of a process so far.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|value| value.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the command name: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
+    (ticks(11) + ticks(12)) / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The local Tansu broker's pid, if `scripts/stack.sh` started it.
+fn broker_pid() -> Option<u32> {
+    let path: PathBuf = common::repo_root().join(".stack/run/tansu.pid");
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+async fn drop_database(url: &str) {
+    let Some((_, name)) = url.rsplit_once('/') else { return };
+    if let Ok(admin) = sqlx::PgPool::connect(common::POSTGRES_ADMIN_URL).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&admin).await;
+    }
+}
+
+fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .map_or_else(|| "unknown".into(), |commit| commit.trim().to_owned())
+}
+
+fn print_table(report: &Report) {
+    println!();
+    println!(
+        "pipeline benchmark @ {} ({} events, {} partitions, {} cores)",
+        report.git_commit, report.events, report.partitions, report.cores
+    );
+    println!(
+        "{:<10} {:>10} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}",
+        "scenario", "events/s", "cold s", "µs CPU/ev", "RSS MiB", "p50 ms", "p95 ms", "p99 ms", "lat µs/ev", "batch"
+    );
+    for scenario in &report.scenarios {
+        println!(
+            "{:<10} {:>10.0} {:>9.2} {:>10.2} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.0}",
+            scenario.name,
+            scenario.events_per_second,
+            scenario.cold_start_seconds,
+            scenario.cpu_microseconds_per_decision,
+            scenario.peak_rss_mib,
+            scenario.latency.p50_ms,
+            scenario.latency.p95_ms,
+            scenario.latency.p99_ms,
+            scenario.latency.cpu_microseconds_per_decision,
+            scenario.mean_batch_rows,
+        );
+        let stages: Vec<String> =
+            scenario.stage_mean_ms.iter().map(|(stage, ms)| format!("{stage} {ms:.2} ms")).collect();
+        println!("{:<10} stages per batch: {}", "", stages.join(", "));
+    }
+}

@@ -1,0 +1,206 @@
+//! Micro-benchmarks of the hot stages, on the German Credit rows and the committed model:
+//! Avro decode, validation + feature mapping, LightGBM scoring (single-row fast path vs one
+//! batch call), TreeSHAP reasons, the monitoring window update, audit row hashing, and a whole
+//! 500-record batch through `process_batch` (everything a scoring thread does per batch).
+//!
+//! `cargo bench --bench stages` (or `make bench`); figures are per element where a throughput is set.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use apache_avro::writer::datum::GenericDatumWriter;
+use chrono::Utc;
+use credit_worker::audit::chain::{chain_key, row_hash, Link, GENESIS};
+use credit_worker::config::WorkerConfig;
+use credit_worker::dataset::read_german_credit;
+use credit_worker::decode::ApplicationDecoder;
+use credit_worker::events::{LoanApplication, LOAN_APPLICATION};
+use credit_worker::features::append_feature_vector;
+use credit_worker::metrics::Metrics;
+use credit_worker::model::scorer::Scorer;
+use credit_worker::model::ModelBundle;
+use credit_worker::monitoring::Monitoring;
+use credit_worker::process::{process_batch, BatchContext, InputRecord, Outcome, WriterSchema};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+const SCHEMA_ID: u32 = 1;
+const BATCH: usize = 500;
+
+struct Fixture {
+    bundle: Arc<ModelBundle>,
+    scorer: Scorer,
+    applications: Vec<LoanApplication>,
+    bodies: Vec<Vec<u8>>,
+    rows: Vec<f64>,
+    width: usize,
+}
+
+fn fixture() -> Fixture {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bundle = Arc::new(ModelBundle::load(&root.join("models/credit-v1")).expect("committed model"));
+    let scorer = Scorer::new(&bundle.model_text).expect("scorer");
+    let data = read_german_credit(&root.join("data/german_credit.csv")).expect("data set");
+    let now = Utc::now().timestamp_millis();
+    let applications: Vec<LoanApplication> = data
+        .into_iter()
+        .enumerate()
+        .map(|(index, row)| LoanApplication {
+            application_id: format!("bench-{index:08}"),
+            event_time: now,
+            credit_request: row.credit_request,
+            protected_attributes: row.protected_attributes,
+        })
+        .collect();
+    let writer = GenericDatumWriter::builder(&LOAN_APPLICATION).build().expect("writer");
+    let bodies = applications.iter().map(|application| writer.write_ser_to_vec(application).expect("encode")).collect();
+    let width = bundle.card.features.len();
+    let mut rows = Vec::with_capacity(applications.len() * width);
+    for application in &applications {
+        append_feature_vector(&bundle.card.features, &application.credit_request, &mut rows).expect("valid row");
+    }
+    Fixture { bundle, scorer, applications, bodies, rows, width }
+}
+
+fn context(fixture: &Fixture) -> BatchContext {
+    let schemas: HashMap<u32, WriterSchema> =
+        [(SCHEMA_ID, WriterSchema::Local(Arc::new(LOAN_APPLICATION.clone())))].into_iter().collect();
+    BatchContext {
+        model: Arc::clone(&fixture.bundle),
+        cutoffs: fixture.bundle.card.cutoffs,
+        decision_schema_id: 2,
+        writer_schemas: schemas,
+        early_failures: HashMap::new(),
+    }
+}
+
+fn records(fixture: &Fixture) -> Vec<InputRecord> {
+    let topic: Arc<str> = Arc::from("loan-applications");
+    (0..BATCH)
+        .map(|index| {
+            let body = &fixture.bodies[index % fixture.bodies.len()];
+            let mut value = Vec::with_capacity(body.len() + 5);
+            value.push(0);
+            value.extend_from_slice(&SCHEMA_ID.to_be_bytes());
+            value.extend_from_slice(body);
+            InputRecord {
+                topic: Arc::clone(&topic),
+                partition: (index % 4) as i32,
+                offset: index as i64,
+                key: Some(fixture.applications[index % fixture.applications.len()].application_id.clone().into_bytes()),
+                value: Some(value),
+                consumed_at: Utc::now(),
+            }
+        })
+        .collect()
+}
+
+fn stages(c: &mut Criterion) {
+    let fixture = fixture();
+    let count = fixture.applications.len();
+    let mut group = c.benchmark_group("stages");
+    group.throughput(Throughput::Elements(count as u64));
+
+    let decoder = ApplicationDecoder::new([(SCHEMA_ID, &*LOAN_APPLICATION)]);
+    group.bench_function("avro_decode", |b| {
+        b.iter(|| {
+            for body in &fixture.bodies {
+                black_box(decoder.decode(SCHEMA_ID, body).expect("decodes"));
+            }
+        })
+    });
+
+    let mut out = Vec::with_capacity(fixture.rows.len());
+    group.bench_function("validate_and_map_features", |b| {
+        b.iter(|| {
+            out.clear();
+            for application in &fixture.applications {
+                append_feature_vector(&fixture.bundle.card.features, &application.credit_request, &mut out)
+                    .expect("valid");
+            }
+            black_box(&out);
+        })
+    });
+
+    group.bench_function("score_single_row_fast", |b| {
+        b.iter(|| {
+            for row in fixture.rows.chunks_exact(fixture.width) {
+                black_box(fixture.scorer.score_row(row).expect("scores"));
+            }
+        })
+    });
+    group.bench_function("score_batch_call", |b| {
+        b.iter(|| black_box(fixture.scorer.score_batch(&fixture.rows).expect("scores")))
+    });
+
+    let contributions = fixture.scorer.contributions(&fixture.rows).expect("contributions");
+    group.bench_function("treeshap_contributions", |b| {
+        b.iter(|| black_box(fixture.scorer.contributions(&fixture.rows).expect("contributions")))
+    });
+    group.bench_function("reason_selection", |b| {
+        let card = &fixture.bundle.card;
+        b.iter(|| {
+            for (row, values) in
+                fixture.rows.chunks_exact(fixture.width).zip(contributions.chunks_exact(fixture.width + 1))
+            {
+                black_box(fixture.bundle.catalogue.reasons(&card.features, row, values, &card.feature_medians));
+            }
+        })
+    });
+
+    let config =
+        WorkerConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"), &BTreeMap::new())
+            .expect("default config");
+    let monitoring = Monitoring::new(&config, &fixture.bundle.card, Metrics::new());
+    let probabilities = fixture.scorer.score_batch(&fixture.rows).expect("scores");
+    group.bench_function("window_update", |b| {
+        let cutoffs = fixture.bundle.card.cutoffs;
+        b.iter(|| {
+            for ((application, row), probability) in
+                fixture.applications.iter().zip(fixture.rows.chunks_exact(fixture.width)).zip(&probabilities)
+            {
+                monitoring.record(
+                    0,
+                    application.event_time,
+                    &application.protected_attributes,
+                    cutoffs.decide(*probability),
+                    row,
+                    *probability,
+                );
+            }
+        })
+    });
+
+    let context = context(&fixture);
+    let batch = records(&fixture);
+    let audit_rows: Vec<_> = process_batch(&fixture.scorer, &context, &batch)
+        .into_iter()
+        .filter_map(|outcome| match outcome {
+            Outcome::Decided(decided) => Some(decided.audit),
+            Outcome::DeadLetter(_) => None,
+        })
+        .collect();
+    group.throughput(Throughput::Elements(audit_rows.len() as u64));
+    group.bench_function("audit_row_hash", |b| {
+        let link = Link { chain_key: chain_key("loan-applications", 0), seq: 1, prev_hash: GENESIS };
+        b.iter(|| {
+            for row in &audit_rows {
+                black_box(row_hash(row, &link));
+            }
+        })
+    });
+
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("process_batch_500", |b| {
+        b.iter_batched(
+            || batch.clone(),
+            |records| black_box(process_batch(&fixture.scorer, &context, &records)),
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);
