@@ -76,6 +76,8 @@ struct ScenarioReport {
     cpu_seconds_total: f64,
     /// Tansu's CPU during the drain, per event (consumed and published).
     broker_cpu_microseconds_per_event: Option<f64>,
+    /// PostgreSQL's CPU (every `postgres` process) during the drain, per audit row.
+    database_cpu_microseconds_per_row: f64,
     peak_rss_mib: f64,
     latency: LatencyReport,
     /// Mean seconds per batch in each worker stage, over the whole run.
@@ -145,8 +147,10 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     let worker = WorkerProcess::start(&deployment, &env);
     let pid = worker.pid();
     let (first, cpu_at_first, broker_at_first) = wait_for_rows(&worker, 1.0, Duration::from_secs(120), broker).await;
+    let database_at_first = database_cpu_seconds();
     let (last, cpu_at_last, broker_at_last) =
         wait_for_rows(&worker, options.events as f64, Duration::from_secs(900), broker).await;
+    let database_cpu = (database_cpu_seconds() - database_at_first) / options.events as f64 * 1e6;
     let drain = (last - first).as_secs_f64().max(1e-3);
     let from_cold = (last - spawned).as_secs_f64();
     let drain_cpu = cpu_at_last - cpu_at_first;
@@ -203,6 +207,7 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
         cpu_seconds_per_1k_decisions: drain_cpu / options.events as f64 * 1e3,
         cpu_seconds_total: cpu_at_last,
         broker_cpu_microseconds_per_event: broker_cpu,
+        database_cpu_microseconds_per_row: database_cpu,
         peak_rss_mib,
         latency: LatencyReport {
             offered_rate: options.rate,
@@ -230,13 +235,19 @@ async fn wait_for_rows(
 ) -> (Instant, f64, Option<f64>) {
     let deadline = Instant::now() + timeout;
     loop {
-        let written = worker.metric("credit_worker_audit_rows_written_total").await;
+        let written = audit_rows_written(worker).await.unwrap_or(0.0);
         if written >= rows {
             return (Instant::now(), process_cpu_seconds(worker.pid()), broker.map(process_cpu_seconds));
         }
         assert!(Instant::now() < deadline, "{written} of {rows} audit rows after {timeout:?}; log: {:?}", worker.log);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The worker's audit row counter; `None` while its endpoint is not up yet.
+async fn audit_rows_written(worker: &WorkerProcess) -> Option<f64> {
+    let text = reqwest::get(worker.url("/metrics")).await.ok()?.text().await.ok()?;
+    text.lines().find_map(|line| line.strip_prefix("credit_worker_audit_rows_written_total ")?.parse().ok())
 }
 
 /// Mean milliseconds per batch of each stage, from `credit_worker_stage_seconds`.
@@ -270,6 +281,16 @@ fn process_cpu_seconds(pid: u32) -> f64 {
     let ticks = |index: usize| fields.get(index).and_then(|value| value.parse::<f64>().ok()).unwrap_or(0.0);
     // After the command name: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
     (ticks(11) + ticks(12)) / clock_ticks_per_second()
+}
+
+/// CPU seconds of every `postgres` process so far (the server on this machine).
+fn database_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "postgres"))
+        .map(process_cpu_seconds)
+        .sum()
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -310,12 +331,22 @@ fn print_table(report: &Report) {
         report.git_commit, report.events, report.partitions, report.cores
     );
     println!(
-        "{:<10} {:>10} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}",
-        "scenario", "events/s", "cold s", "µs CPU/ev", "RSS MiB", "p50 ms", "p95 ms", "p99 ms", "lat µs/ev", "batch"
+        "{:<10} {:>10} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "scenario",
+        "events/s",
+        "cold s",
+        "µs CPU/ev",
+        "RSS MiB",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "lat µs/ev",
+        "batch",
+        "PG µs/row"
     );
     for scenario in &report.scenarios {
         println!(
-            "{:<10} {:>10.0} {:>9.2} {:>10.2} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.0}",
+            "{:<10} {:>10.0} {:>9.2} {:>10.2} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.0} {:>9.1}",
             scenario.name,
             scenario.events_per_second,
             scenario.cold_start_seconds,
@@ -326,6 +357,7 @@ fn print_table(report: &Report) {
             scenario.latency.p99_ms,
             scenario.latency.cpu_microseconds_per_decision,
             scenario.mean_batch_rows,
+            scenario.database_cpu_microseconds_per_row,
         );
         let stages: Vec<String> =
             scenario.stage_mean_ms.iter().map(|(stage, ms)| format!("{stage} {ms:.2} ms")).collect();

@@ -190,10 +190,17 @@ pub struct PipelineConfig {
     pub batch_max_records: usize,
     /// Longest wait to fill a batch once it has a record.
     pub batch_max_wait_ms: u64,
+    /// Decided batches that may wait for their sinks while the next one is scored (at least 1).
+    #[serde(default = "default_batches_in_flight")]
+    pub batches_in_flight: usize,
     /// First retry delay when a sink fails.
     pub retry_initial_backoff_ms: u64,
     /// Longest retry delay.
     pub retry_max_backoff_ms: u64,
+}
+
+fn default_batches_in_flight() -> usize {
+    2
 }
 
 /// HTTP endpoint.
@@ -456,6 +463,9 @@ impl RawConfig {
         }
         if !(1..=50_000).contains(&self.pipeline.batch_max_records) {
             return Err(invalid("pipeline.batch_max_records", "must be between 1 and 50000"));
+        }
+        if !(1..=16).contains(&self.pipeline.batches_in_flight) {
+            return Err(invalid("pipeline.batches_in_flight", "must be between 1 and 16"));
         }
         if self.pipeline.retry_initial_backoff_ms == 0
             || self.pipeline.retry_max_backoff_ms < self.pipeline.retry_initial_backoff_ms

@@ -111,7 +111,7 @@ impl Source {
             .set("partition.assignment.strategy", "range,roundrobin")
             // Bounds the wait of a long poll that a broker does not wake early (Tansu does not);
             // overridable through kafka.client_properties.
-            .set("fetch.wait.max.ms", "25")
+            .set("fetch.wait.max.ms", "10")
             // Bounds the prefetched backlog in memory (librdkafka's default is 64 MiB).
             .set("queued.max.messages.kbytes", "16384")
             .set("statistics.interval.ms", "5000");

@@ -239,21 +239,53 @@ async fn follow_partitions(
     }
 }
 
+/// A batch decided on a scoring thread, waiting for its sinks.
+struct DecidedBatch {
+    records: Vec<InputRecord>,
+    outcomes: Vec<Outcome>,
+}
+
 impl Worker {
+    /// Two stages joined by a bounded queue of `pipeline.batches_in_flight` batches, so the next
+    /// batch is decoded and scored while the previous one is published and audited. The sink
+    /// stage takes batches in order (all that are waiting at once) and stores offsets only once
+    /// they are durable; on
+    /// shutdown the intake stops and the queued batches are finished (or left for redelivery).
     async fn run_loop(self) -> Result<()> {
         let max_records = self.config.pipeline.batch_max_records;
         let max_wait = Duration::from_millis(self.config.pipeline.batch_max_wait_ms);
-        loop {
-            let batch = tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                batch = self.source.next_batch(max_records, max_wait) => batch,
-            };
-            let span = info_span!("batch", records = batch.len());
-            if self.handle_batch(batch).instrument(span).await.is_err() {
-                warn!("shutdown during a failing batch: its offsets were not stored and it will be redelivered");
-                break;
+        let (decided, mut to_finish) = tokio::sync::mpsc::channel(self.config.pipeline.batches_in_flight);
+        let worker = &self;
+        let intake = async move {
+            loop {
+                let batch = tokio::select! {
+                    _ = worker.shutdown.cancelled() => break,
+                    batch = worker.source.next_batch(max_records, max_wait) => batch,
+                };
+                let span = info_span!("decide", records = batch.len());
+                let Ok(batch) = worker.decide_batch(batch).instrument(span).await else { break };
+                if decided.send(batch).await.is_err() {
+                    break;
+                }
             }
-        }
+        };
+        let sink = async {
+            while let Some(mut batch) = to_finish.recv().await {
+                // Batches that queued up behind a slow sink are finished together: one audit
+                // transaction (one commit to wait for) and one publish wait for all of them.
+                while let Ok(next) = to_finish.try_recv() {
+                    batch.records.extend(next.records);
+                    batch.outcomes.extend(next.outcomes);
+                }
+                let span = info_span!("finish", records = batch.records.len());
+                if worker.finish_batch(batch).instrument(span).await.is_err() {
+                    warn!("shutdown during a failing batch: its offsets (and later ones) were not stored; they will be redelivered");
+                    to_finish.close();
+                    break;
+                }
+            }
+        };
+        tokio::join!(intake, sink);
         info!("draining: committing stored offsets and flushing the producer");
         if let Err(error) = self.source.commit() {
             warn!(%error, "final commit (no new offsets is fine)");
@@ -262,7 +294,8 @@ impl Worker {
         Ok(())
     }
 
-    async fn handle_batch(&self, records: Vec<InputRecord>) -> Result<(), Abandoned> {
+    /// Decodes, scores and decides a batch on the active model's scoring thread.
+    async fn decide_batch(&self, records: Vec<InputRecord>) -> Result<DecidedBatch, Abandoned> {
         self.metrics.events_consumed.inc_by(records.len() as u64);
         let started = Instant::now();
         let model = self.models.active();
@@ -283,7 +316,12 @@ impl Worker {
                 Abandoned
             })?;
         self.observe_stage("score", started);
+        Ok(DecidedBatch { records, outcomes })
+    }
 
+    /// Makes a decided batch durable, then stores its offsets and records its outcomes.
+    async fn finish_batch(&self, batch: DecidedBatch) -> Result<(), Abandoned> {
+        let DecidedBatch { records, outcomes } = batch;
         self.write_durably(&records, &outcomes).await?;
         self.source.store(&next_offsets(records.iter().map(|r| (&*r.topic, r.partition, r.offset))));
         self.record_outcomes(&outcomes);

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{PgPool, Postgres, Row};
 
 use crate::events::DecisionOutcome;
 use crate::process::AuditRow;
@@ -38,9 +39,6 @@ pub const AUDIT_COLUMNS: &str = "decision_id, application_id, model_version, mod
      probability_of_default, approve_below, decline_at_or_above, model_inputs, protected_attributes, schema_id, \
      source_topic, source_partition, source_offset, event_time, consumed_at, processed_at, reasons, \
      reason_catalogue_version";
-
-/// Rows per INSERT statement (23 bind parameters each, under PostgreSQL's 65535 limit).
-const ROWS_PER_STATEMENT: usize = 1000;
 
 /// The audit table behind a connection pool.
 #[derive(Clone)]
@@ -77,6 +75,9 @@ impl AuditStore {
 
     /// Writes `rows` in one transaction, linking new ones into their chains; returns how many
     /// were new. Rows already stored (same application and model) are skipped, also within `rows`.
+    /// Two statements: one creates and locks the chain heads and finds the rows already stored,
+    /// one inserts the new rows (arrays, a single prepared statement for any batch size) and
+    /// advances the heads.
     pub async fn write_batch(&self, rows: &[&AuditRow]) -> Result<u64, AuditError> {
         if rows.is_empty() {
             return Ok(0);
@@ -88,41 +89,45 @@ impl AuditStore {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        sqlx::query(
-            "INSERT INTO audit_chain_heads (chain_key, last_seq, last_hash) SELECT key, 0, $2 FROM unnest($1::text[]) AS key \
-             ON CONFLICT (chain_key) DO NOTHING",
+        let applications: Vec<&str> = rows.iter().map(|row| row.application_id.as_str()).collect();
+        let models: Vec<&str> = rows.iter().map(|row| row.model_sha256.as_str()).collect();
+        // The no-op DO UPDATE takes the row lock (keys sorted: one lock order for every writer)
+        // and returns the head as the latest committed transaction left it.
+        let found = sqlx::query(
+            "WITH heads AS ( \
+               INSERT INTO audit_chain_heads (chain_key, last_seq, last_hash) \
+               SELECT key, 0, $2 FROM unnest($1::text[]) AS key \
+               ON CONFLICT (chain_key) DO UPDATE SET chain_key = EXCLUDED.chain_key \
+               RETURNING chain_key, last_seq, last_hash) \
+             SELECT chain_key, last_seq, last_hash, NULL::text, NULL::text FROM heads \
+             UNION ALL \
+             SELECT NULL, NULL, NULL, application_id, model_sha256 FROM decision_audit \
+             WHERE (application_id, model_sha256) IN (SELECT * FROM unnest($3::text[], $4::text[]))",
         )
         .bind(&keys)
         .bind(&GENESIS[..])
-        .execute(&mut *transaction)
-        .await?;
-        let mut heads: BTreeMap<String, (i64, [u8; 32])> = BTreeMap::new();
-        let locked = sqlx::query(
-            "SELECT chain_key, last_seq, last_hash FROM audit_chain_heads WHERE chain_key = ANY($1) \
-             ORDER BY chain_key FOR UPDATE",
-        )
-        .bind(&keys)
-        .fetch_all(&mut *transaction)
-        .await?;
-        for head in locked {
-            let hash: Vec<u8> = head.get(2);
-            heads.insert(head.get(0), (head.get(1), hash.try_into().unwrap_or(GENESIS)));
-        }
-        let applications: Vec<&str> = rows.iter().map(|row| row.application_id.as_str()).collect();
-        let models: Vec<&str> = rows.iter().map(|row| row.model_sha256.as_str()).collect();
-        let mut seen: HashSet<(String, String)> = sqlx::query_as(
-            "SELECT application_id, model_sha256 FROM decision_audit \
-             WHERE (application_id, model_sha256) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-        )
         .bind(&applications)
         .bind(&models)
         .fetch_all(&mut *transaction)
-        .await?
-        .into_iter()
-        .collect();
+        .await?;
+        let mut heads: BTreeMap<String, (i64, [u8; 32])> = BTreeMap::new();
+        let mut stored: HashSet<(String, String)> = HashSet::new();
+        for row in found {
+            match row.try_get::<Option<String>, _>(0)? {
+                Some(key) => {
+                    let hash: Vec<u8> = row.try_get(2)?;
+                    heads.insert(key, (row.try_get(1)?, hash.try_into().unwrap_or(GENESIS)));
+                }
+                None => {
+                    stored.insert((row.try_get(3)?, row.try_get(4)?));
+                }
+            }
+        }
+        let mut seen: HashSet<(&str, &str)> =
+            stored.iter().map(|(application, model)| (application.as_str(), model.as_str())).collect();
         let mut fresh = Vec::with_capacity(rows.len());
         for row in rows {
-            if !seen.insert((row.application_id.clone(), row.model_sha256.clone())) {
+            if !seen.insert((row.application_id.as_str(), row.model_sha256.as_str())) {
                 continue;
             }
             let key = chain_key(&row.source_topic, row.source_partition);
@@ -132,65 +137,71 @@ impl AuditStore {
             *head = (link.seq, hash);
             fresh.push((*row, link, hash));
         }
-        let mut inserted = 0;
-        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-            inserted += insert_statement(chunk).build().execute(&mut *transaction).await?.rows_affected();
-        }
-        if inserted != fresh.len() as u64 {
+        let inserted: i64 = insert_and_advance(&fresh, &heads).fetch_one(&mut *transaction).await?;
+        if inserted != fresh.len() as i64 {
             return Err(AuditError::ConcurrentWriter(keys.join(",")));
         }
-        let (head_keys, head_values): (Vec<String>, Vec<(i64, [u8; 32])>) = heads.into_iter().unzip();
-        let seqs: Vec<i64> = head_values.iter().map(|(seq, _)| *seq).collect();
-        let hashes: Vec<Vec<u8>> = head_values.iter().map(|(_, hash)| hash.to_vec()).collect();
-        sqlx::query(
-            "UPDATE audit_chain_heads AS h SET last_seq = v.seq, last_hash = v.hash, updated_at = now() \
-             FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS v(key, seq, hash) WHERE h.chain_key = v.key",
-        )
-        .bind(&head_keys)
-        .bind(&seqs)
-        .bind(&hashes)
-        .execute(&mut *transaction)
-        .await?;
         transaction.commit().await?;
-        Ok(inserted)
+        Ok(inserted as u64)
     }
 }
 
-fn insert_statement<'a>(rows: &'a [(&'a AuditRow, Link, [u8; 32])]) -> QueryBuilder<'a, Postgres> {
-    let mut builder = QueryBuilder::new(
-        "INSERT INTO decision_audit (decision_id, application_id, model_version, model_sha256, decision, \
-         probability_of_default, approve_below, decline_at_or_above, model_inputs, protected_attributes, \
-         schema_id, source_topic, source_partition, source_offset, event_time, consumed_at, processed_at, \
-         reasons, reason_catalogue_version, chain_key, chain_seq, prev_hash, row_hash) ",
-    );
-    builder.push_values(rows, |mut values, (row, link, hash)| {
-        values
-            .push_bind(row.decision_id)
-            .push_bind(&row.application_id)
-            .push_bind(&row.model_version)
-            .push_bind(&row.model_sha256)
-            .push_bind(row.decision)
-            .push_bind(row.probability_of_default)
-            .push_bind(row.approve_below)
-            .push_bind(row.decline_at_or_above)
-            .push_bind(&row.model_inputs)
-            .push_bind(sqlx::types::Json(&row.protected_attributes))
-            .push_bind(row.schema_id)
-            .push_bind(&row.source_topic)
-            .push_bind(row.source_partition)
-            .push_bind(row.source_offset)
-            .push_bind(row.event_time)
-            .push_bind(row.consumed_at)
-            .push_bind(row.processed_at)
-            .push_bind(sqlx::types::Json(&row.reasons))
-            .push_bind(&row.reason_catalogue_version)
-            .push_bind(&link.chain_key)
-            .push_bind(link.seq)
-            .push_bind(&link.prev_hash[..])
-            .push_bind(&hash[..]);
-    });
-    builder.push(" ON CONFLICT DO NOTHING");
-    builder
+/// Inserts `fresh` rows and moves the chain heads to `heads`; yields how many rows were inserted.
+/// Columns go as arrays (JSON as text, cast by the server), so the statement text never changes.
+fn insert_and_advance<'a>(
+    fresh: &'a [(&'a AuditRow, Link, [u8; 32])],
+    heads: &BTreeMap<String, (i64, [u8; 32])>,
+) -> sqlx::query::QueryScalar<'a, Postgres, i64, sqlx::postgres::PgArguments> {
+    let text = |value: fn(&'a AuditRow) -> &'a str| fresh.iter().map(|(row, _, _)| value(row)).collect::<Vec<&str>>();
+    let number = |value: fn(&AuditRow) -> f64| fresh.iter().map(|(row, _, _)| value(row)).collect::<Vec<f64>>();
+    let json = |value: fn(&AuditRow) -> String| fresh.iter().map(|(row, _, _)| value(row)).collect::<Vec<String>>();
+    let time = |value: fn(&AuditRow) -> DateTime<Utc>| fresh.iter().map(|(row, _, _)| value(row)).collect::<Vec<_>>();
+    sqlx::query_scalar(
+        "WITH inserted AS ( \
+           INSERT INTO decision_audit (decision_id, application_id, model_version, model_sha256, decision, \
+             probability_of_default, approve_below, decline_at_or_above, model_inputs, protected_attributes, \
+             schema_id, source_topic, source_partition, source_offset, event_time, consumed_at, processed_at, \
+             reasons, reason_catalogue_version, chain_key, chain_seq, prev_hash, row_hash) \
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], \
+             $7::float8[], $8::float8[], $9::text[]::jsonb[], $10::text[]::jsonb[], $11::int4[], $12::text[], \
+             $13::int4[], $14::int8[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], \
+             $18::text[]::jsonb[], $19::text[], $20::text[], $21::int8[], $22::bytea[], $23::bytea[]) \
+           ON CONFLICT DO NOTHING RETURNING 1), \
+         advanced AS ( \
+           UPDATE audit_chain_heads AS h SET last_seq = v.seq, last_hash = v.hash, updated_at = now() \
+           FROM unnest($24::text[], $25::int8[], $26::bytea[]) AS v(key, seq, hash) WHERE h.chain_key = v.key) \
+         SELECT count(*) FROM inserted",
+    )
+    .bind(fresh.iter().map(|(row, _, _)| row.decision_id).collect::<Vec<_>>())
+    .bind(text(|row| &row.application_id))
+    .bind(text(|row| &row.model_version))
+    .bind(text(|row| &row.model_sha256))
+    .bind(text(|row| row.decision))
+    .bind(number(|row| row.probability_of_default))
+    .bind(number(|row| row.approve_below))
+    .bind(number(|row| row.decline_at_or_above))
+    .bind(json(|row| row.model_inputs.to_string()))
+    .bind(json(|row| serialised(&row.protected_attributes)))
+    .bind(fresh.iter().map(|(row, _, _)| row.schema_id).collect::<Vec<_>>())
+    .bind(text(|row| &row.source_topic))
+    .bind(fresh.iter().map(|(row, _, _)| row.source_partition).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|(row, _, _)| row.source_offset).collect::<Vec<_>>())
+    .bind(time(|row| row.event_time))
+    .bind(time(|row| row.consumed_at))
+    .bind(time(|row| row.processed_at))
+    .bind(json(|row| serialised(&row.reasons)))
+    .bind(text(|row| &row.reason_catalogue_version))
+    .bind(fresh.iter().map(|(_, link, _)| link.chain_key.as_str()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|(_, link, _)| link.seq).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|(_, link, _)| &link.prev_hash[..]).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|(_, _, hash)| &hash[..]).collect::<Vec<_>>())
+    .bind(heads.keys().cloned().collect::<Vec<_>>())
+    .bind(heads.values().map(|(seq, _)| *seq).collect::<Vec<_>>())
+    .bind(heads.values().map(|(_, hash)| hash.to_vec()).collect::<Vec<_>>())
+}
+
+fn serialised(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("audit JSON serialises")
 }
 
 /// An audit row as stored, from a query selecting [`AUDIT_COLUMNS`] first.
