@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/py/bin:$(HOME)/.cargo/bin:$(PATH)
 BIN := target/debug/credit-worker
 
-.PHONY: setup build demo test lint unit stack-up stack-down train
+.PHONY: setup build demo test lint unit stack-up stack-down train bench
 
 setup:
 	bash scripts/bootstrap.sh
@@ -23,6 +23,10 @@ test: build lint
 lint: setup
 	cargo fmt --all --check
 	cargo clippy --locked --all-targets -- -D warnings
+
+## Throughput, latency, CPU and memory end to end on the local stack, then the hot stages (release build).
+bench: setup
+	bash scripts/bench.sh
 
 ## Pure unit tests only (no stack).
 unit: setup
