@@ -10,7 +10,7 @@
 //! - [`source`]: the Kafka consumer: batches of records, partition assignment.
 //! - [`decode`]: Confluent wire format → [`events::LoanApplication`], writer schemas from the registry.
 //! - [`features`]: validation and feature mapping from the model card (pure).
-//! - [`model`]: model directories, the model card, scoring threads, lifecycle (activate, rollback, shadow), training.
+//! - [`model`]: model directories, the model card, compiled trees (scoring and TreeSHAP), scoring threads, lifecycle (activate, rollback, shadow), training.
 //! - [`decision`]: cutoffs → outcome, deterministic decision ids (pure).
 //! - [`reasons`]: adverse-action reason codes from TreeSHAP contributions and a versioned catalogue (pure).
 //! - [`process`]: one batch through decode → features → score → decide, on a scoring thread (pure CPU work).
