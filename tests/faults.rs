@@ -94,18 +94,25 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
     }
 }
 
+/// A fresh deployment and a ready worker that reaches PostgreSQL only through a cuttable proxy;
+/// the pool connects directly, for the test's own checks.
+async fn worker_behind_database_proxy(name: &str) -> (Deployment, sqlx::PgPool, TcpProxy, WorkerProcess) {
+    let deployment = Deployment::create(name, 4).await;
+    let direct = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let proxied_url = deployment.database_url.replace(":5432/", &format!(":{}/", proxy.port));
+    let mut worker = WorkerProcess::start(&deployment, &[("CREDIT_WORKER__DATABASE__URL", &proxied_url)]);
+    worker.wait_ready(Duration::from_secs(60)).await;
+    (deployment, direct, proxy, worker)
+}
+
 /// PostgreSQL cut off for 15 s in the middle of a 3 000-event replay: the worker reports
 /// not-ready, retries with backoff, never commits an offset past what is audited, keeps its
 /// memory bounded, and drains the backlog once the database is back, with one row per application.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_is_waited_out_without_loss() {
     const EVENTS: usize = 3_000;
-    let deployment = Deployment::create("pgdown", 4).await;
-    let direct = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
-    let proxy = TcpProxy::start("127.0.0.1:5432").await;
-    let proxied_url = deployment.database_url.replace(":5432/", &format!(":{}/", proxy.port));
-    let mut worker = WorkerProcess::start(&deployment, &[("CREDIT_WORKER__DATABASE__URL", &proxied_url)]);
-    worker.wait_ready(Duration::from_secs(60)).await;
+    let (deployment, direct, proxy, worker) = worker_behind_database_proxy("pgdown").await;
     let options = ReplayOptions { count: Some(EVENTS), rate: 300.0, ..deployment.replay_options("pgdown") };
     let producer = tokio::spawn(async move { replay(&options).await.expect("replay") });
     wait_for_audit_rows(&direct, 300, Duration::from_secs(30)).await;
@@ -145,17 +152,12 @@ async fn database_outage_is_waited_out_without_loss() {
 }
 
 /// A 60 000-event backlog arrives while PostgreSQL is cut off (a stopped sink): the worker
-/// holds one batch and a capped prefetch, so its memory stays bounded; once the database is
+/// holds a bounded queue of batches (`pipeline.batches_in_flight`) and a capped prefetch, so its memory stays bounded; once the database is
 /// back it drains the backlog, one audit row per application.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_behind_a_stopped_sink_keeps_memory_bounded() {
     const EVENTS: usize = 60_000;
-    let deployment = Deployment::create("backlog", 4).await;
-    let direct = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
-    let proxy = TcpProxy::start("127.0.0.1:5432").await;
-    let proxied_url = deployment.database_url.replace(":5432/", &format!(":{}/", proxy.port));
-    let mut worker = WorkerProcess::start(&deployment, &[("CREDIT_WORKER__DATABASE__URL", &proxied_url)]);
-    worker.wait_ready(Duration::from_secs(60)).await;
+    let (deployment, direct, proxy, worker) = worker_behind_database_proxy("backlog").await;
     let idle = worker.peak_rss_mib();
     proxy.cut();
     replay(&ReplayOptions { count: Some(EVENTS), ..deployment.replay_options("backlog") }).await.expect("replay");
