@@ -3,6 +3,8 @@
 # small runtime stage with only the shared libraries the binary links (glibc, libstdc++, libgcc,
 # OpenSSL, zlib). Runs as a non-root user, writes nothing to its root filesystem (run it with
 # a read-only root; /tmp is not needed), and holds the models so a tag pins code and model.
+# The default (last) target is the worker; `--target devtools` builds the load generator image
+# (credit-dev: replay, registry stand-in), which production never runs.
 
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
@@ -18,24 +20,31 @@ RUN python3 -m venv /opt/tools \
 ENV PATH=/opt/tools/bin:$PATH
 COPY Cargo.toml Cargo.lock ./
 COPY src src
+COPY devtools devtools
 COPY migrations migrations
 COPY schemas schemas
 COPY config config
-RUN cargo build --release --locked --bin credit-worker \
- && strip target/release/credit-worker
+RUN cargo build --release --locked --bin credit-worker --bin credit-dev \
+ && strip target/release/credit-worker target/release/credit-dev
 
-FROM debian:bookworm-slim AS runtime
+FROM debian:bookworm-slim AS base
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 credit \
  && useradd --system --uid 10001 --gid credit --no-create-home --shell /usr/sbin/nologin credit
 WORKDIR /app
+
+FROM base AS devtools
+COPY --from=build /src/target/release/credit-dev /usr/local/bin/credit-dev
+# The German Credit data set (CC BY 4.0, see data/README.md) for the `replay` load generator.
+COPY data/german_credit.csv data/README.md data/
+USER 10001:10001
+
+FROM base AS runtime
 COPY --from=build /src/target/release/credit-worker /usr/local/bin/credit-worker
 COPY config/default.toml config/default.toml
 COPY models models
-# The German Credit data set (CC BY 4.0, see data/README.md) for the `replay` load generator.
-COPY data/german_credit.csv data/README.md data/
 # Local defaults point at loopback; in a container listen on every interface. Everything else
 # comes from CREDIT_WORKER__<SECTION>__<KEY> variables (see config/default.toml).
 ENV CREDIT_WORKER_CONFIG=/app/config/default.toml \

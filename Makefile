@@ -1,7 +1,8 @@
-# The two commands: `make demo` and `make test`. Both install what they need (idempotently).
+# The two commands: `make demo` and `make test`. Both install what they need first (scripts/bootstrap.sh).
 SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/py/bin:$(HOME)/.cargo/bin:$(PATH)
 BIN := target/debug/credit-worker
+DEV := target/debug/credit-dev
 
 .PHONY: setup build demo test lint unit stack-up stack-down train bench
 
@@ -15,8 +16,9 @@ build: setup
 demo: build
 	bash scripts/demo.sh
 
-## Formatting, lints, unit + component + end-to-end tests against the local stack.
+## Formatting, lints, unit + component + end-to-end tests against the local stack (the crash test runs the release worker).
 test: build lint
+	cargo build --release --locked --bin credit-worker
 	CREDIT_WORKER_BIN=$(CURDIR)/$(BIN) bash scripts/stack.sh up
 	bash scripts/run-tests.sh
 
@@ -41,4 +43,4 @@ stack-down:
 
 ## Re-train the model (deterministic: the same data and seed give the same model file).
 train: build
-	$(BIN) train
+	$(DEV) train

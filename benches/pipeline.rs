@@ -14,6 +14,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/prefill.rs"]
+mod prefill;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::{Deployment, WorkerProcess};
+use credit_devtools::scrape::Exposition;
 use serde::Serialize;
 
 /// Options (after `cargo bench --bench pipeline --`).
@@ -38,9 +41,12 @@ struct Options {
     /// Partitions of the input topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
-    /// Only the scenarios named (champion, shadow); default all.
+    /// Only the scenarios named (champion, shadow, prefilled); default all.
     #[arg(long)]
     scenario: Vec<String>,
+    /// Audit rows already in the table for the `prefilled` scenario (generated in SQL).
+    #[arg(long, default_value_t = 50_000_000)]
+    prefill: u64,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -60,6 +66,8 @@ struct Report {
 struct ScenarioReport {
     name: String,
     shadow: bool,
+    /// Audit rows in the table before the run.
+    prefilled_rows: u64,
     preload_events_per_second: f64,
     /// Worker spawn → first audit row committed (model load, group join, first batch).
     cold_start_seconds: f64,
@@ -101,7 +109,7 @@ struct LatencyReport {
 #[tokio::main]
 async fn main() {
     let options = Options::parse();
-    let mut scenarios = vec![("champion", false), ("shadow", true)];
+    let mut scenarios = vec![("champion", false), ("shadow", true), ("prefilled", false)];
     if !options.scenario.is_empty() {
         scenarios.retain(|(name, _)| options.scenario.iter().any(|wanted| wanted == name));
     }
@@ -133,9 +141,13 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     let prefix = format!("bench-{name}");
     let mut replay = deployment.replay_options(&prefix);
     replay.count = Some(options.events);
-    let preload = credit_worker::replay::replay(&replay).await.expect("pre-loading the input topic");
+    let preload = credit_devtools::replay::replay(&replay).await.expect("pre-loading the input topic");
     let preload_rate = options.events as f64 / preload.elapsed.as_secs_f64();
     eprintln!("   pre-loaded in {:.1} s ({preload_rate:.0} events/s)", preload.elapsed.as_secs_f64());
+    let prefilled_rows = if name == "prefilled" { options.prefill } else { 0 };
+    if prefilled_rows > 0 {
+        prefill::prefill(&deployment.database_url, prefilled_rows).await;
+    }
 
     let mut env = vec![("RUST_LOG", "warn")];
     let challenger = common::repo_root().join("models/credit-v2").display().to_string();
@@ -167,7 +179,8 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     offered.count = Some(latency_events);
     offered.rate = options.rate;
     let cpu_before = process_cpu_seconds(pid);
-    credit_worker::replay::replay(&offered).await.expect("offering the latency load");
+    let offered_from = chrono::Utc::now() - chrono::Duration::seconds(1);
+    credit_devtools::replay::replay(&offered).await.expect("offering the latency load");
     let total = (options.events + latency_events) as f64;
     wait_for_rows(&worker, total, Duration::from_secs(300), None).await;
     let latency_cpu = process_cpu_seconds(pid) - cpu_before;
@@ -175,14 +188,21 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     let (p50, p95, p99, max): (f64, f64, f64, f64) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), \
          percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms) \
-         FROM (SELECT extract(epoch FROM processed_at - event_time)::float8 * 1000 AS ms FROM decision_audit \
-               WHERE application_id LIKE $1 || '-%') AS latency",
+         FROM (SELECT extract(epoch FROM processed_at - event_time)::float8 * 1000 AS ms FROM decisions \
+               WHERE processed_at >= $2 AND application_id LIKE $1 || '-%') AS latency",
     )
     .bind(&offered.id_prefix)
+    .bind(offered_from)
     .fetch_one(&pool)
     .await
     .expect("latency percentiles");
-    let audit_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM decision_audit").fetch_one(&pool).await.unwrap();
+    let audit_rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM decisions d JOIN source_partitions s USING (source_id) WHERE s.topic = $1",
+    )
+    .bind(&deployment.input_topic)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     let peak_rss_mib = worker.peak_rss_mib();
     let stage_mean_ms = stage_means(&worker).await;
     let mean_batch_rows = worker.metric("credit_worker_audit_batch_rows_sum").await
@@ -198,6 +218,7 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     ScenarioReport {
         name: name.to_owned(),
         shadow,
+        prefilled_rows,
         preload_events_per_second: preload_rate,
         cold_start_seconds: (first - spawned).as_secs_f64(),
         drain_seconds: drain,
@@ -246,32 +267,21 @@ async fn wait_for_rows(
 
 /// The worker's audit row counter; `None` while its endpoint is not up yet.
 async fn audit_rows_written(worker: &WorkerProcess) -> Option<f64> {
-    let text = reqwest::get(worker.url("/metrics")).await.ok()?.text().await.ok()?;
-    text.lines().find_map(|line| line.strip_prefix("credit_worker_audit_rows_written_total ")?.parse().ok())
+    let metrics = Exposition::fetch(&worker.url("/metrics")).await.ok()?;
+    metrics.value("credit_worker_audit_rows_written_total", &[])
 }
 
 /// Mean milliseconds per batch of each stage, from `credit_worker_stage_seconds`.
 async fn stage_means(worker: &WorkerProcess) -> BTreeMap<String, f64> {
-    let text = reqwest::get(worker.url("/metrics")).await.unwrap().text().await.unwrap();
-    let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    for line in text.lines() {
-        let (is_sum, rest) = if let Some(rest) = line.strip_prefix("credit_worker_stage_seconds_sum{stage=\"") {
-            (true, rest)
-        } else if let Some(rest) = line.strip_prefix("credit_worker_stage_seconds_count{stage=\"") {
-            (false, rest)
-        } else {
-            continue;
-        };
-        let Some((stage, value)) = rest.split_once("\"} ") else { continue };
-        let entry = sums.entry(stage.to_owned()).or_default();
-        let value: f64 = value.parse().unwrap_or(0.0);
-        if is_sum {
-            entry.0 = value;
-        } else {
-            entry.1 = value;
-        }
-    }
-    sums.into_iter().map(|(stage, (sum, count))| (stage, sum / count.max(1.0) * 1e3)).collect()
+    let metrics = worker.metrics().await;
+    metrics
+        .samples("credit_worker_stage_seconds_sum", &[])
+        .filter_map(|sum| {
+            let stage = sum.label("stage")?;
+            let count = metrics.value("credit_worker_stage_seconds_count", &[("stage", stage)])?;
+            Some((stage.to_owned(), sum.value / count.max(1.0) * 1e3))
+        })
+        .collect()
 }
 
 /// User + system CPU seconds of a process so far.
@@ -335,8 +345,9 @@ fn print_table(report: &Report) {
         report.git_commit, report.events, report.partitions, report.cores
     );
     println!(
-        "{:<10} {:>10} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "{:<10} {:>11} {:>10} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
         "scenario",
+        "prefilled",
         "events/s",
         "cold s",
         "µs CPU/ev",
@@ -350,8 +361,9 @@ fn print_table(report: &Report) {
     );
     for scenario in &report.scenarios {
         println!(
-            "{:<10} {:>10.0} {:>9.2} {:>10.2} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.0} {:>9.1}",
+            "{:<10} {:>11} {:>10.0} {:>9.2} {:>10.2} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.0} {:>9.1}",
             scenario.name,
+            scenario.prefilled_rows,
             scenario.events_per_second,
             scenario.cold_start_seconds,
             scenario.cpu_microseconds_per_decision,
@@ -366,5 +378,9 @@ fn print_table(report: &Report) {
         let stages: Vec<String> =
             scenario.stage_mean_ms.iter().map(|(stage, ms)| format!("{stage} {ms:.2} ms")).collect();
         println!("{:<10} stages per batch: {}", "", stages.join(", "));
+    }
+    let rate = |name: &str| report.scenarios.iter().find(|scenario| scenario.name == name).map(|s| s.events_per_second);
+    if let (Some(empty), Some(prefilled)) = (rate("champion"), rate("prefilled")) {
+        println!("ingest with a prefilled audit table / with an empty one: {:.2}", prefilled / empty);
     }
 }

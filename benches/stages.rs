@@ -12,17 +12,18 @@ use std::sync::Arc;
 
 use apache_avro::writer::datum::GenericDatumWriter;
 use chrono::Utc;
-use credit_worker::audit::chain::{chain_key, row_hash, Link, GENESIS};
+use credit_devtools::dataset::read_german_credit;
+use credit_worker::app::{process_batch, BatchContext, WriterSchema};
+use credit_worker::codec::ApplicationDecoder;
 use credit_worker::config::WorkerConfig;
-use credit_worker::dataset::read_german_credit;
-use credit_worker::decode::ApplicationDecoder;
-use credit_worker::events::{LoanApplication, LOAN_APPLICATION};
-use credit_worker::features::append_feature_vector;
-use credit_worker::metrics::Metrics;
-use credit_worker::model::scorer::Scorer;
+use credit_worker::domain::append_feature_vector;
+use credit_worker::domain::GENESIS;
+use credit_worker::domain::{InputRecord, Outcome};
+use credit_worker::domain::{LoanApplication, LOAN_APPLICATION};
 use credit_worker::model::ModelBundle;
-use credit_worker::monitoring::Monitoring;
-use credit_worker::process::{process_batch, BatchContext, InputRecord, Outcome, WriterSchema};
+use credit_worker::model::Scorer;
+use credit_worker::monitor::Monitoring;
+use credit_worker::telemetry::Metrics;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const SCHEMA_ID: u32 = 1;
@@ -66,13 +67,7 @@ fn fixture() -> Fixture {
 fn context(fixture: &Fixture) -> BatchContext {
     let schemas: HashMap<u32, WriterSchema> =
         [(SCHEMA_ID, WriterSchema::Local(Arc::new(LOAN_APPLICATION.clone())))].into_iter().collect();
-    BatchContext {
-        model: Arc::clone(&fixture.bundle),
-        cutoffs: fixture.bundle.card.cutoffs,
-        decision_schema_id: 2,
-        writer_schemas: schemas,
-        early_failures: HashMap::new(),
-    }
+    BatchContext::new(Arc::clone(&fixture.bundle), fixture.bundle.card.cutoffs, 2, schemas)
 }
 
 fn records(fixture: &Fixture) -> Vec<InputRecord> {
@@ -177,16 +172,15 @@ fn stages(c: &mut Criterion) {
     let audit_rows: Vec<_> = process_batch(&fixture.scorer, &context, &batch)
         .into_iter()
         .filter_map(|outcome| match outcome {
-            Outcome::Decided(decided) => Some(decided.audit),
-            Outcome::DeadLetter(_) => None,
+            Outcome::Decided(decided) => Some(decided.row),
+            _ => None,
         })
         .collect();
     group.throughput(Throughput::Elements(audit_rows.len() as u64));
     group.bench_function("audit_row_hash", |b| {
-        let link = Link { chain_key: chain_key("loan-applications", 0), seq: 1, prev_hash: GENESIS };
         b.iter(|| {
             for row in &audit_rows {
-                black_box(row_hash(row, &link));
+                black_box(row.hash(1, &GENESIS));
             }
         })
     });

@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 bin="$root/target/debug/credit-worker"
+dev="$root/target/debug/credit-dev"
 state="$root/.stack"
 metrics_url="http://127.0.0.1:9464/metrics"
 database_url="postgres://postgres@127.0.0.1:5432/credit_worker"
@@ -37,29 +38,29 @@ curl -fsS http://127.0.0.1:9464/ready >/dev/null || { echo "worker not ready; se
 run_id="demo-$(date -u +%Y%m%dT%H%M%S)"
 rows=$(($(wc -l <data/german_credit.csv) - 1))
 echo "== replaying $rows applications + $malformed malformed records (ids $run_id-*)"
-"$bin" replay --id-prefix "$run_id" --malformed "$malformed"
+"$dev" replay --id-prefix "$run_id" --malformed "$malformed"
 
 echo "== waiting until every event is decided or dead-lettered"
 expected=$((rows + malformed))
 for _ in $(seq 1 600); do
   decided=$(psql "$database_url" -tAc "SELECT count(*) FROM decision_audit WHERE application_id LIKE '$run_id-%'")
-  dead=$(curl -fsS "$metrics_url" | awk '/^credit_worker_dead_letters_total/ {s += $2} END {print s + 0}')
-  [ "$decided" -ge "$rows" ] && [ "$dead" -ge "$malformed" ] && break
+  dead=$("$dev" metric --url "$metrics_url" credit_worker_dead_letters_total 2>/dev/null || echo 0)
+  [ "$decided" -ge "$rows" ] && [ "${dead%.*}" -ge "$malformed" ] && break
   sleep 0.2
 done
 [ "$decided" -ge "$rows" ] || { echo "timed out: $decided of $rows decided; see .stack/logs/worker-demo.log"; exit 1; }
 
 echo "== publishing the observed outcomes (delayed labels) of the $rows applications"
-"$bin" replay --id-prefix "$run_id" --outcomes-topic loan-outcomes --outcomes-only
+"$dev" replay --id-prefix "$run_id" --outcomes-topic loan-outcomes --outcomes-only
 for _ in $(seq 1 300); do
-  matched=$(curl -fsS "$metrics_url" | awk '/^credit_worker_outcomes_total\{result="matched"\}/ {print $2 + 0}')
-  [ "${matched:-0}" -ge "$rows" ] && break
+  matched=$("$dev" metric --url "$metrics_url" credit_worker_outcomes_total --label result=matched 2>/dev/null || echo 0)
+  [ "${matched%.*}" -ge "$rows" ] && break
   sleep 0.2
 done
 sleep 6 # one evaluation interval, so the gauges and /fairness include the outcomes
 
 echo
-"$bin" summary --database-url "$database_url" --metrics-url "$metrics_url" --id-prefix "$run_id" --replayed "$expected"
+"$dev" summary --database-url "$database_url" --metrics-url "$metrics_url" --id-prefix "$run_id" --replayed "$expected"
 echo
 echo "== reproducing this run's decisions from the audit table (hash chains + re-scoring)"
 "$bin" audit verify --database-url "$database_url" --models-root models --id-prefix "$run_id"

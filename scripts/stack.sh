@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The local stack on loopback, idempotently:
 #   Tansu (Kafka API, memory storage)        127.0.0.1:19092
-#   schema registry DEVELOPMENT STAND-IN     127.0.0.1:18081   (credit-worker registry-standin)
-#   PostgreSQL                               127.0.0.1:5432    (the running server, else Debian's, installed and started)
+#   schema registry DEVELOPMENT STAND-IN     127.0.0.1:18081   (credit-dev registry-standin)
+#   PostgreSQL                               127.0.0.1:5432    (the running server, else Debian's, started)
 # and the topics, created through the Kafka admin API.
 #
 # Usage: scripts/stack.sh up|down|status
 # Env:   CREDIT_WORKER_BIN  the credit-worker binary (default target/debug/credit-worker)
+#        CREDIT_DEV_BIN     the credit-dev binary (default: credit-dev beside CREDIT_WORKER_BIN)
 #        PARTITIONS         partitions per topic (default 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ root=$(pwd)
 state="$root/.stack"
 mkdir -p "$state/logs" "$state/run"
 bin=${CREDIT_WORKER_BIN:-$root/target/debug/credit-worker}
+dev_bin=${CREDIT_DEV_BIN:-$(dirname "$bin")/credit-dev}
 kafka_port=19092
 registry_port=18081
 partitions=${PARTITIONS:-4}
@@ -30,15 +32,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 start_postgres() {
   if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return 0; fi
-  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
-    log "installing Debian's postgresql"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
-    # Local development cluster on loopback only: trust loopback connections.
-    for hba in /etc/postgresql/*/main/pg_hba.conf; do
-      as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
-    done
-  fi
+  ls /etc/postgresql/*/main >/dev/null 2>&1 || { log "no PostgreSQL server: run scripts/bootstrap.sh"; return 1; }
   log "starting PostgreSQL"
   as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
   for _ in $(seq 1 100); do pg_isready -q -h 127.0.0.1 -p 5432 && return 0; sleep 0.2; done
@@ -66,18 +60,26 @@ start_tansu() {
 
 start_registry() {
   port_open $registry_port && return 0
-  [ -x "$bin" ] || { log "missing $bin: build it first (cargo build)"; return 1; }
+  [ -x "$dev_bin" ] || { log "missing $dev_bin: build it first (cargo build --bins)"; return 1; }
   log "starting the schema registry development stand-in on 127.0.0.1:$registry_port"
-  nohup "$bin" registry-standin --listen "127.0.0.1:$registry_port" --state-file "$state/registry.json" \
+  nohup "$dev_bin" registry-standin --listen "127.0.0.1:$registry_port" --state-file "$state/registry.json" \
     >"$state/logs/registry.log" 2>&1 9>&- &
   echo $! >"$state/run/registry.pid"
   wait_port $registry_port "registry stand-in"
 }
 
+# Stops the process in run/<name>.pid and waits (up to 10 s) until it has exited, so that an
+# `up` right after a `down` finds its port free and starts a new process.
 stop_pidfile() {
-  local file="$state/run/$1.pid"
+  local file="$state/run/$1.pid" pid
   if [ -f "$file" ]; then
-    kill "$(cat "$file")" 2>/dev/null || true
+    pid=$(cat "$file")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
     rm -f "$file"
   fi
 }

@@ -111,8 +111,9 @@ def compose(root, schema_path, commands, environments):
             source = volume.split(":")[0]
             if not source.startswith((".", "/")):
                 check(f"compose {name}: named volume {source} is declared", source in document.get("volumes", {}))
-        if str(service.get("image", "")).startswith("${CREDIT_WORKER_IMAGE") and service.get("command"):
-            commands.append((f"compose {name}", service["command"]))
+        if str(service.get("image", "")).startswith("${CREDIT_WORKER") and service.get("command"):
+            program = (service.get("entrypoint") or ["credit-worker"])[0]
+            commands.append((f"compose {name}", [program, *service["command"]]))
             if service["command"][:1] == ["worker"]:
                 environments.append((f"compose {name}", dict(service.get("environment") or {})))
         test = (service.get("healthcheck") or {}).get("test", [])
@@ -129,9 +130,10 @@ def dockerfile(root, commands):
     check("Dockerfile runs as a non-root user", bool(users) and users[-1].split(":")[0] not in ("0", "root"))
     health = re.search(r"HEALTHCHECK[^\n]*\\\n\s*CMD\s+(\[.*\])", text)
     check("Dockerfile has a HEALTHCHECK", bool(health))
-    entrypoint = re.search(r"^ENTRYPOINT\s+(\[.*\])", text, re.M)
+    # The last stage is the default target: the worker image.
+    entrypoint = ([None] + re.findall(r"^ENTRYPOINT\s+(\[.*\])", text, re.M))[-1]
     cmd = re.search(r"^CMD\s+(\[.*\])", text, re.M)
-    check("Dockerfile ENTRYPOINT is the binary", bool(entrypoint) and json.loads(entrypoint.group(1)) == ["credit-worker"])
+    check("Dockerfile ENTRYPOINT is the binary", bool(entrypoint) and json.loads(entrypoint) == ["credit-worker"])
     if cmd:
         commands.append(("Dockerfile CMD", json.loads(cmd.group(1))))
     if health:
@@ -155,13 +157,14 @@ def documented_commands(root, commands):
                 else:
                     segments = re.findall(r"`([^`]+)`", line)
                 for segment in segments:
-                    for match in re.finditer(r"(?:^|(?<=[\s(]))(?<!-p )credit-worker ([a-z][^|)&;#\n]*)", segment):
-                        argv = []
-                        for word in match.group(1).split():
+                    pattern = r"(?:^|(?<=[\s(]))(?<!-p )(credit-worker|credit-dev) ([a-z][^|)&;#\n]*)"
+                    for match in re.finditer(pattern, segment):
+                        argv = [match.group(1)]
+                        for word in match.group(2).split():
                             if word.startswith(("$", "\\")):
                                 break
                             argv.append(word)
-                        if argv and re.fullmatch(r"[a-z][a-z-]*", argv[0]):
+                        if argv[1:] and re.fullmatch(r"[a-z][a-z-]*", argv[1]):
                             commands.append((f"{name}:{number}", argv))
 
 
@@ -333,28 +336,31 @@ def configurations(root, binary, environments):
     os.unlink(token.name)
 
 
-def cli(binary, commands):
+def cli(binaries, commands):
+    """Each command names subcommands and flags its program (credit-worker unless it says credit-dev) has."""
     help_cache = {}
     for where, argv in commands:
         argv = [str(a) for a in argv]
-        if argv and argv[0] == "credit-worker":
-            argv = argv[1:]
+        program = "credit-worker"
+        if argv and argv[0] in binaries:
+            program, argv = argv[0], argv[1:]
+        binary = binaries[program]
         words = [a for a in argv if not a.startswith("-")]
         subcommand = []
         for word in words[:2]:
-            key = tuple(subcommand + [word])
+            key = (program, *subcommand, word)
             if key not in help_cache:
-                result = subprocess.run([binary, *key, "--help"], capture_output=True, text=True)
+                result = subprocess.run([binary, *key[1:], "--help"], capture_output=True, text=True)
                 help_cache[key] = result.stdout if result.returncode == 0 else None
             if help_cache[key] is None:
                 break
             subcommand.append(word)
             if "Commands:" not in help_cache[key]:
                 break
-        text = help_cache.get(tuple(subcommand)) if subcommand else None
+        text = help_cache.get((program, *subcommand)) if subcommand else None
         flags = [a.split("=")[0] for a in argv if a.startswith("--")]
         missing = [f for f in flags if text is None or not re.search(re.escape(f) + r"\b", text)]
-        check(f"{where}: `credit-worker {' '.join(argv)}` is a real command", bool(subcommand) and not missing,
+        check(f"{where}: `{program} {' '.join(argv)}` is a real command", bool(subcommand) and not missing,
               f"unknown: {missing or argv[:1]}" if missing or not subcommand else "")
 
 
@@ -362,6 +368,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", default=".")
     parser.add_argument("--binary")
+    parser.add_argument("--dev-binary")
     parser.add_argument("--compose-schema")
     parser.add_argument("--write-prometheusrule", action="store_true")
     args = parser.parse_args()
@@ -376,7 +383,8 @@ def main():
     kubernetes(root, commands, environments)
     workflows(root)
     documented_commands(root, commands)
-    cli(args.binary, commands)
+    dev_binary = args.dev_binary or os.path.join(os.path.dirname(args.binary), "credit-dev")
+    cli({"credit-worker": args.binary, "credit-dev": dev_binary}, commands)
     configurations(root, args.binary, environments)
     print(f"{len(failures)} failed" if failures else "all deployment checks passed")
     return 1 if failures else 0

@@ -1,22 +1,19 @@
-//! `credit-worker`: the worker and its tools (train, replay, topics, registry stand-in, summary).
+//! `credit-worker`: the worker, and the operations around it (topics, configuration check,
+//! health probe, audit verification and retention). Development tools are in `credit-dev`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use credit_worker::audit::{retention, verify};
+use credit_worker::app::{self, shutdown_on_signal};
 use credit_worker::config::{LogFormat, WorkerConfig};
-use credit_worker::model::train::{train, TrainOptions};
-use credit_worker::replay::{replay, ReplayOptions};
-use credit_worker::{registry_standin, summary, worker};
+use credit_worker::ops::{retention, verify};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
-use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -34,25 +31,6 @@ enum Command {
         #[arg(long, env = "CREDIT_WORKER_CONFIG", default_value = "config/default.toml")]
         config: PathBuf,
     },
-    /// Train the LightGBM model and write a versioned model directory.
-    Train {
-        #[arg(long, default_value = "data/german_credit.csv")]
-        data: PathBuf,
-        #[arg(long, default_value = "models")]
-        models_dir: PathBuf,
-        #[arg(long, default_value = "credit-v1")]
-        version: String,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Share of rows held out for the reported AUC.
-        #[arg(long, default_value_t = 0.2)]
-        holdout_fraction: f64,
-        /// Reason-code catalogue packaged with the model.
-        #[arg(long, default_value = "config/reason_codes.toml")]
-        reason_codes: PathBuf,
-    },
-    /// Produce LoanApplication events from the CSV.
-    Replay(ReplayOptions),
     /// Create topics through the Kafka admin API (existing topics are left as they are).
     CreateTopics {
         #[arg(long, default_value = "127.0.0.1:19092")]
@@ -61,14 +39,6 @@ enum Command {
         partitions: i32,
         #[arg(required = true)]
         topics: Vec<String>,
-    },
-    /// DEVELOPMENT STAND-IN for the Confluent Schema Registry REST subset (not for production).
-    RegistryStandin {
-        #[arg(long, default_value = "127.0.0.1:18081")]
-        listen: SocketAddr,
-        /// Persist registrations here so restarts keep schema ids.
-        #[arg(long)]
-        state_file: Option<PathBuf>,
     },
     /// Load and validate the configuration (file + environment), print it with secrets redacted.
     CheckConfig {
@@ -85,25 +55,6 @@ enum Command {
     /// Audit table tools: verify (hash chains + re-scoring) and retention purge.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Print the run summary from the audit table and the worker's metrics.
-    Summary {
-        #[arg(
-            long,
-            env = "CREDIT_WORKER__DATABASE__URL",
-            default_value = "postgres://postgres@127.0.0.1:5432/credit_worker"
-        )]
-        database_url: String,
-        #[arg(long, default_value = "http://127.0.0.1:9464/metrics")]
-        metrics_url: String,
-        #[arg(long, default_value = "http://127.0.0.1:9464/fairness")]
-        fairness_url: String,
-        /// Only audit rows whose application id starts with this.
-        #[arg(long)]
-        id_prefix: String,
-        /// Events the replayer produced, for the report.
-        #[arg(long)]
-        replayed: Option<u64>,
-    },
 }
 
 #[derive(Subcommand)]
@@ -162,45 +113,10 @@ async fn async_main(cli: Cli) -> Result<()> {
             let environment: BTreeMap<String, String> = std::env::vars().collect();
             let config = WorkerConfig::load(&config, &environment).context("loading configuration")?;
             init_logging(config.log_format, &config.log_level);
-            worker::run(config, shutdown_on_signal()).await
-        }
-        Command::Train { data, models_dir, version, seed, holdout_fraction, reason_codes } => {
-            init_logging(LogFormat::Text, "info");
-            let report = train(&TrainOptions { data, models_dir, version, seed, holdout_fraction, reason_codes })?;
-            let metrics = &report.metrics;
-            println!("model written to {}", report.directory.display());
-            println!("  sha256          {}", report.model_sha256);
-            println!(
-                "  holdout AUC     {:.4} ({} rows; trained on {})",
-                metrics.holdout_auc, metrics.holdout_rows, metrics.train_rows
-            );
-            println!("  5-fold CV AUC   {:.4} (folds {:?})", metrics.cv5_auc_mean, rounded(&metrics.cv5_auc_folds));
-            Ok(())
-        }
-        Command::Replay(options) => {
-            init_logging(LogFormat::Text, "warn");
-            let report = replay(&options).await?;
-            let seconds = report.elapsed.as_secs_f64();
-            let total = report.valid + report.malformed;
-            println!(
-                "replayed {total} events ({} valid, {} malformed) to {} in {seconds:.2} s ({:.0} events/s)",
-                report.valid,
-                report.malformed,
-                options.topic,
-                total as f64 / seconds.max(1e-9)
-            );
-            Ok(())
+            app::run(config, shutdown_on_signal()).await
         }
         Command::CreateTopics { bootstrap_servers, partitions, topics } => {
             create_topics(&bootstrap_servers, partitions, &topics).await
-        }
-        Command::RegistryStandin { listen, state_file } => {
-            init_logging(LogFormat::Text, "info");
-            let shutdown = shutdown_on_signal();
-            let bound = registry_standin::serve(listen, state_file, shutdown.clone()).await?;
-            tracing::info!(address = %bound, "schema registry DEVELOPMENT STAND-IN listening (not for production)");
-            shutdown.cancelled().await;
-            Ok(())
         }
         Command::CheckConfig { config } => {
             let environment: BTreeMap<String, String> = std::env::vars().collect();
@@ -217,17 +133,6 @@ async fn async_main(cli: Cli) -> Result<()> {
         Command::Audit(command) => {
             init_logging(LogFormat::Text, "warn");
             audit_command(command).await
-        }
-        Command::Summary { database_url, metrics_url, fairness_url, id_prefix, replayed } => {
-            let pool = sqlx::PgPool::connect(&database_url).await.context("connecting to the audit database")?;
-            let mut report = summary::from_audit(&pool, &id_prefix).await?;
-            report.events_replayed = replayed;
-            let exposition = reqwest::get(&metrics_url).await.context("scraping the worker's metrics")?.text().await?;
-            summary::add_metrics(&mut report, &exposition);
-            let fairness = reqwest::get(&fairness_url).await.context("reading the worker's /fairness")?;
-            report.fairness = Some(fairness.json().await.context("parsing /fairness")?);
-            print!("{}", summary::render(&report));
-            Ok(())
         }
     }
 }
@@ -260,8 +165,11 @@ async fn audit_command(command: AuditCommand) -> Result<()> {
             let as_of = as_of.unwrap_or_else(chrono::Utc::now);
             let report = retention::purge(&pool, retention_months, as_of).await?;
             println!(
-                "audit purge: kept {retention_months} months (cutoff {}); deleted {} audit rows from {} chains and {} outcomes",
+                "audit purge: kept {retention_months} months (cutoff {}); {} partitions dropped {:?}; deleted {} audit \
+                 rows, anchored {} chains; deleted {} outcomes",
                 report.cutoff.map(|cutoff| cutoff.to_rfc3339()).unwrap_or_default(),
+                report.partitions_dropped.len(),
+                report.partitions_dropped,
                 report.audit_rows_deleted,
                 report.chains_pruned,
                 report.outcome_rows_deleted
@@ -269,10 +177,6 @@ async fn audit_command(command: AuditCommand) -> Result<()> {
             Ok(())
         }
     }
-}
-
-fn rounded(values: &[f64]) -> Vec<f64> {
-    values.iter().map(|value| (value * 1e4).round() / 1e4).collect()
 }
 
 async fn create_topics(bootstrap_servers: &str, partitions: i32, topics: &[String]) -> Result<()> {
@@ -300,21 +204,4 @@ fn init_logging(format: LogFormat, level: &str) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-}
-
-/// A token cancelled on SIGTERM or SIGINT.
-fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("shutdown requested");
-        cancel.cancel();
-    });
-    token
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use credit_worker::replay::{replay, Injection, ProtectedMode, ReplayOptions};
+use credit_devtools::replay::{replay, Injection, ProtectedMode, ReplayOptions};
 
 /// A child process killed on drop.
 struct Service(Child);

@@ -1,7 +1,7 @@
 //! Reproduction and tamper evidence against the local stack: the worker decides the data set,
 //! then `credit-worker audit verify` (the binary) re-scores every row and checks the hash chains;
-//! edits and deletions are reported; retention refuses less than 25 months and prunes a chain
-//! prefix that still verifies.
+//! edits and deletions are reported; retention refuses less than 25 months and drops monthly
+//! partitions, leaving chains that still verify.
 
 mod common;
 
@@ -9,8 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use credit_worker::model::{ModelBundle, PROTECTED_ATTRIBUTES};
-use credit_worker::replay::replay;
+use credit_devtools::replay::replay;
+use credit_worker::domain::PROTECTED_ATTRIBUTES;
+use credit_worker::model::ModelBundle;
 
 fn audit(args: &[&str], database_url: &str) -> (bool, String) {
     let output = Command::new(worker_binary())
@@ -27,8 +28,9 @@ fn audit(args: &[&str], database_url: &str) -> (bool, String) {
 /// 1000 audit rows re-score 100% identically (probability bits, decision, reasons); every
 /// decline has reasons and no reason names a protected attribute; an edited probability is
 /// reported both as a broken chain and as a re-scoring mismatch, and verification passes again
-/// once the value is restored; a pg_dump/pg_restore copy verifies the same; a purge shorter than 25 months is refused; a purge keeps the rest
-/// verifiable; a deleted row is reported as missing.
+/// once the value is restored; a pg_dump/pg_restore copy verifies the same; a purge shorter than
+/// 25 months is refused; dropping a month keeps the chains verifiable, also with rows written
+/// after it; a deleted row is reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_rows_reproduce_and_tampering_is_detected() {
     let deployment = Deployment::create("verify", 4).await;
@@ -88,57 +90,79 @@ async fn audit_rows_reproduce_and_tampering_is_detected() {
         println!("decline {application}: {reasons}");
     }
 
-    let (target, original): (uuid::Uuid, f64) = sqlx::query_as(
-        "SELECT decision_id, probability_of_default FROM decision_audit ORDER BY chain_key, chain_seq OFFSET 100 LIMIT 1",
+    // Tampering: a probability edited by 1e-9 breaks its row's hash and no longer re-scores.
+    let (source, seq, offset, original): (i32, i64, i64, f64) = sqlx::query_as(
+        "SELECT source_id, chain_seq, source_offset, probability_of_default FROM decisions ORDER BY source_id, chain_seq \
+         OFFSET 100 LIMIT 1",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
+    let (topic, partition): (String, i32) =
+        sqlx::query_as("SELECT topic, partition FROM source_partitions WHERE source_id = $1")
+            .bind(source)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     let set = |value: f64| {
-        sqlx::query("UPDATE decision_audit SET probability_of_default = $1 WHERE decision_id = $2")
+        sqlx::query("UPDATE decisions SET probability_of_default = $1 WHERE source_id = $2 AND chain_seq = $3")
             .bind(value)
-            .bind(target)
+            .bind(source)
+            .bind(seq)
             .execute(&pool)
     };
     set(original + 1e-9).await.unwrap();
     let (passed, report) = audit(&["verify", "--models-root", "models"], url);
     assert!(!passed, "{report}");
-    assert!(report.contains(&format!("(decision {target}) was altered after it was written")), "{report}");
-    assert!(report.contains(&format!("decision {target}: probability")), "{report}");
+    let chain = format!("{topic}/{partition}");
+    let altered = format!("{chain}: row {seq} (offset {offset}) does not match its hash: altered after it was written");
+    assert!(report.contains(&altered), "{report}");
+    assert!(report.contains(&format!("{chain}@{offset}: probability")), "{report}");
     set(original).await.unwrap();
     assert!(audit(&["verify", "--models-root", "models"], url).0, "restored value verifies again");
 
+    // Retention: less than 25 months is refused; a cutoff inside this month's partition keeps
+    // it; a cutoff past it drops the partition, anchors every chain at its last row, and a
+    // worker started afterwards chains its new rows from the anchors: all verifies.
     let (passed, report) = audit(&["purge", "--retention-months", "24"], url);
     assert!(!passed && report.contains("Regulation B"), "{report}");
-    let median: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT processed_at FROM decision_audit ORDER BY processed_at OFFSET 500 LIMIT 1")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    let as_of = (median + chrono::Months::new(25)).to_rfc3339();
+    let latest: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT max(processed_at) FROM decisions").fetch_one(&pool).await.unwrap();
+    let as_of = (latest + chrono::Months::new(25)).to_rfc3339();
     let (passed, report) = audit(&["purge", "--as-of", &as_of], url);
     assert!(passed, "{report}");
-    let kept = count().await;
-    println!("{report}kept {kept} rows");
-    assert!((1..1000).contains(&kept), "{kept}");
+    assert_eq!(count().await, 1000, "the month is not over: {report}");
+    let as_of = (latest + chrono::Months::new(27)).to_rfc3339();
+    let (passed, report) = audit(&["purge", "--as-of", &as_of], url);
+    println!("{report}");
+    assert!(passed && report.contains("1 partitions dropped"), "{report}");
+    assert_eq!(count().await, 0);
     let (passed, report) = audit(&["verify", "--models-root", "models"], url);
-    assert!(passed, "pruned chains still verify: {report}");
+    assert!(passed, "anchored chains verify: {report}");
+    let mut worker = WorkerProcess::start(&deployment, &[]);
+    worker.wait_ready(Duration::from_secs(60)).await;
+    replay(&deployment.replay_options("after-purge")).await.expect("replay");
+    wait_for_audit_rows(&pool, 1000, Duration::from_secs(120)).await;
+    assert!(worker.terminate(Duration::from_secs(20)));
+    let (passed, report) = audit(&["verify", "--models-root", "models"], url);
+    assert!(
+        passed && report.contains("1000 rows linked, 0 breaks"),
+        "rows after the purge chain from the anchors: {report}"
+    );
 
-    let (key, seq): (String, i64) = sqlx::query_as(
-        "SELECT chain_key, chain_seq FROM decision_audit a WHERE EXISTS \
-         (SELECT 1 FROM decision_audit b WHERE b.chain_key = a.chain_key AND b.chain_seq > a.chain_seq) \
-         ORDER BY chain_key, chain_seq DESC LIMIT 1",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    sqlx::query("DELETE FROM decision_audit WHERE chain_key = $1 AND chain_seq = $2")
-        .bind(&key)
+    // A deleted row is reported missing.
+    let seq: i64 = sqlx::query_scalar("SELECT min(chain_seq) + 10 FROM decisions WHERE source_id = $1")
+        .bind(source)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM decisions WHERE source_id = $1 AND chain_seq = $2")
+        .bind(source)
         .bind(seq)
         .execute(&pool)
         .await
         .unwrap();
     let (passed, report) = audit(&["verify", "--models-root", "models"], url);
     assert!(!passed, "{report}");
-    assert!(report.contains(&format!("{key}: rows {seq}..{seq} are missing")), "{report}");
+    assert!(report.contains(&format!("{chain}: rows {seq}..{seq} are missing")), "{report}");
 }

@@ -11,11 +11,13 @@ use std::sync::{Arc, LazyLock};
 
 use apache_avro::writer::datum::GenericDatumWriter;
 use chrono::Utc;
-use credit_worker::dataset::read_german_credit;
-use credit_worker::events::{DecisionOutcome, LoanApplication, LOAN_APPLICATION};
-use credit_worker::model::scorer::Scorer;
-use credit_worker::model::{ModelBundle, PROTECTED_ATTRIBUTES};
-use credit_worker::process::{process_batch, BatchContext, InputRecord, Outcome, WriterSchema};
+use credit_devtools::dataset::read_german_credit;
+use credit_worker::app::{process_batch, BatchContext, WriterSchema};
+use credit_worker::domain::PROTECTED_ATTRIBUTES;
+use credit_worker::domain::{DecisionOutcome, LoanApplication, LOAN_APPLICATION};
+use credit_worker::domain::{InputRecord, Outcome};
+use credit_worker::model::ModelBundle;
+use credit_worker::model::Scorer;
 use proptest::prelude::*;
 
 const KNOWN_KINDS: [&str; 12] = [
@@ -62,13 +64,8 @@ fn fixture() -> Fixture {
     let bundle = ModelBundle::load(&common::model_dir()).unwrap();
     let scorer = Scorer::new(&bundle.model_text).unwrap();
     let cutoffs = bundle.card.cutoffs;
-    let context = BatchContext {
-        model: Arc::new(bundle),
-        cutoffs,
-        decision_schema_id: 2,
-        writer_schemas: HashMap::from([(1, WriterSchema::Local(Arc::new(LOAN_APPLICATION.clone())))]),
-        early_failures: HashMap::new(),
-    };
+    let schemas = HashMap::from([(1, WriterSchema::Local(Arc::new(LOAN_APPLICATION.clone())))]);
+    let context = BatchContext::new(Arc::new(bundle), cutoffs, 2, schemas);
     Fixture { scorer, context, applications: ROWS.clone() }
 }
 
@@ -99,11 +96,12 @@ fn outcome_of(value: Option<Vec<u8>>) -> Outcome {
                 assert!(!dead.message.is_empty());
             }
             Outcome::Decided(decided) => {
-                let decision = &decided.decision;
+                let decision = decided.row.decision_event();
                 assert!((0.0..=1.0).contains(&decision.probability_of_default));
                 assert_eq!(decision.reasons.is_empty(), decision.decision == DecisionOutcome::Approve);
                 assert!(decision.reasons.iter().all(|r| !PROTECTED_ATTRIBUTES.contains(&r.feature.as_str())));
             }
+            other => panic!("no record is redelivered here: {other:?}"),
         }
         outcome
     })
@@ -113,6 +111,7 @@ fn kind(outcome: &Outcome) -> &'static str {
     match outcome {
         Outcome::DeadLetter(dead) => dead.kind,
         Outcome::Decided(_) => "decided",
+        Outcome::Redelivered { .. } | Outcome::Stored(_) | Outcome::Announced => "redelivered",
     }
 }
 

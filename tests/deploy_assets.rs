@@ -92,3 +92,24 @@ fn validator_rejects_broken_assets() {
         assert!(report.contains(expected), "missing {expected:?} in\n{report}");
     }
 }
+
+/// The validator installs nothing: in a checkout without `.tools/` it fails at once, names
+/// `scripts/bootstrap.sh`, and creates no tool directory (two tests running it on a fresh
+/// machine once raced to create the same venv).
+#[test]
+fn validator_installs_nothing() {
+    let checkout = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(checkout.path().join("scripts")).unwrap();
+    for script in ["validate-deploy.sh", "validate_deploy.py"] {
+        std::fs::copy(repo_root().join("scripts").join(script), checkout.path().join("scripts").join(script)).unwrap();
+    }
+    let output = Command::new("bash")
+        .arg(checkout.path().join("scripts/validate-deploy.sh"))
+        .env("CREDIT_WORKER_BIN", worker_binary())
+        .output()
+        .expect("running scripts/validate-deploy.sh");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(text.contains("scripts/bootstrap.sh"), "{text}");
+    assert!(!checkout.path().join(".tools").exists(), "the validator created .tools/ itself");
+}

@@ -8,22 +8,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use common::*;
-use credit_worker::events::{LoanDecision, LOAN_DECISION};
+use credit_devtools::replay::{replay, ReplayOptions, MALFORMED_KINDS};
+use credit_worker::domain::LoanDecision;
 use credit_worker::model::ModelBundle;
-use credit_worker::replay::{replay, ReplayOptions, MALFORMED_KINDS};
 use sqlx::Row;
 
 const PARTITIONS: i32 = 4;
 
 fn replay_options(deployment: &Deployment, prefix: &str, malformed: usize) -> ReplayOptions {
     ReplayOptions { malformed, ..deployment.replay_options(prefix) }
-}
-
-fn decode_decision(value: &[u8]) -> LoanDecision {
-    assert_eq!(value[0], 0, "Confluent magic byte");
-    let reader = apache_avro::reader::datum::GenericDatumReader::builder(&LOAN_DECISION).build().unwrap();
-    let datum = reader.read_value(&mut &value[5..]).unwrap();
-    apache_avro::from_value(&datum).unwrap()
 }
 
 /// All 1000 applications are decided exactly once on the topic and in the audit table, each
@@ -40,6 +33,9 @@ async fn replayed_data_set_is_decided_once_audited_and_committed() {
     let report = replay(&replay_options(&deployment, "e2e", malformed)).await.expect("replay");
     assert_eq!(report.valid, 1000);
 
+    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    let announced = announcements_match_audit(&pool, &deployment.decisions_topic, 1000).await;
+    assert_eq!((announced.committed, announced.uncommitted), (1000, 1000), "announced once: {announced:?}");
     let decisions = read_topic(&deployment.decisions_topic, 1000, Duration::from_secs(120));
     let dead_letters = read_topic(&deployment.dead_letter_topic, malformed, Duration::from_secs(30));
     assert_eq!(decisions.len(), 1000, "decisions on the topic; worker log: {}", worker.log_text());
@@ -70,7 +66,6 @@ async fn replayed_data_set_is_decided_once_audited_and_committed() {
         assert_eq!(record.headers["dlq.source.topic"], deployment.input_topic);
     }
 
-    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
     let count = |pool: sqlx::PgPool| async move {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM decision_audit").fetch_one(&pool).await.unwrap()
     };
@@ -120,31 +115,70 @@ async fn replayed_data_set_is_decided_once_audited_and_committed() {
     assert!(restarted.terminate(Duration::from_secs(30)));
 }
 
-/// A replayed input (same application id, same model) never makes a second audit row, even when
-/// the committed offsets are lost: a new consumer group re-reads the topic, republishes
-/// (at-least-once) but the audit table keeps one row per application and model.
+/// Re-reading an audited topic with a new consumer group changes nothing: every record is
+/// below its partition's announced offset, so nothing is scored, audited, counted or announced
+/// again; the audit table, the persisted monitor counts and the decisions topic (read
+/// committed) stay as they were, and the new group's offsets cover the topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reprocessing_the_topic_adds_no_audit_rows() {
+async fn rereading_the_topic_with_a_new_group_changes_nothing() {
     let deployment = Deployment::create("idem", 2).await;
     let options = ReplayOptions { count: Some(200), ..replay_options(&deployment, "idem", 0) };
     replay(&options).await.expect("replay");
+    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    let snapshot = || async {
+        let rows: (i64, i64) = sqlx::query_as("SELECT count(*), count(DISTINCT application_id) FROM decision_audit")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let counts: Vec<(i32, i16, String, Vec<i64>)> =
+            sqlx::query_as("SELECT source_id, attribute, grp, counts FROM monitor_fairness_totals ORDER BY 1, 2, 3")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        (rows, counts)
+    };
 
     let mut first = WorkerProcess::start(&deployment, &[]);
     first.wait_ready(Duration::from_secs(60)).await;
     assert_eq!(read_topic(&deployment.decisions_topic, 200, Duration::from_secs(60)).len(), 200);
+    wait_for_committed(&deployment.group_id, &deployment.input_topic, 200).await;
     assert!(first.terminate(Duration::from_secs(30)));
+    let before = snapshot().await;
+    assert_eq!(before.0, (200, 200));
 
     let other_group = Deployment { group_id: unique("idem-second-group"), ..deployment.clone() };
     let mut second = WorkerProcess::start(&other_group, &[]);
     second.wait_ready(Duration::from_secs(60)).await;
-    assert_eq!(read_topic(&deployment.decisions_topic, 400, Duration::from_secs(60)).len(), 400, "republished");
-    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
-    let (rows, distinct): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT application_id) FROM decision_audit")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!((rows, distinct), (200, 200));
+    wait_for_committed(&other_group.group_id, &deployment.input_topic, 200).await;
+    assert_eq!(second.metric("credit_worker_events_consumed_total").await, 200.0);
     assert_eq!(second.metric("credit_worker_audit_rows_written_total").await, 0.0);
+    assert_eq!(second.metric("credit_worker_decisions_announced_again_total").await, 0.0);
+    assert_eq!(snapshot().await, before, "audit rows and monitor counts unchanged");
+    let report: serde_json::Value = reqwest::get(second.url("/fairness")).await.unwrap().json().await.unwrap();
+    let all_time: u64 = report["fairness"]["all_time"][0]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| group["decisions"].as_u64().unwrap())
+        .sum();
+    assert_eq!(all_time, 200, "the new group's monitors hold the 200 decisions once: {report}");
     assert!(second.terminate(Duration::from_secs(30)));
+    assert_eq!(
+        read_topic(&deployment.decisions_topic, 201, Duration::from_secs(5)).len(),
+        200,
+        "nothing announced again"
+    );
+}
+
+/// Waits until `group`'s committed offsets on `topic` add up to `records`.
+async fn wait_for_committed(group: &str, topic: &str, records: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let committed: i64 = committed_offsets(group, topic, 2).values().sum();
+        if committed >= records {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{group} committed {committed} of {records}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -8,10 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use credit_worker::config::WorkerConfig;
-use credit_worker::http::{serve, Readiness};
-use credit_worker::metrics::Metrics;
+use credit_worker::http::serve;
 use credit_worker::model::ModelBundle;
-use credit_worker::monitoring::Monitoring;
+use credit_worker::monitor::Monitoring;
+use credit_worker::telemetry::Metrics;
+use credit_worker::telemetry::Readiness;
 use tokio_util::sync::CancellationToken;
 
 /// `/ready` answers 503 naming the failing checks until every check holds, then 200; the
@@ -50,6 +51,8 @@ async fn endpoints_answer_and_readiness_follows_the_checks() {
     assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = metrics.text().await.unwrap();
     assert!(text.contains("credit_worker_build_info{version=\"0.1.0\"} 1"), "{text}");
+    let exact = credit_devtools::scrape::Exposition::fetch(&url("/metrics")).await.unwrap();
+    assert_eq!(exact.value("credit_worker_build_info", &[("version", "0.1.0")]), Some(1.0), "protobuf exposition");
 
     let fairness: serde_json::Value = reqwest::get(url("/fairness")).await.unwrap().json().await.unwrap();
     assert_eq!(fairness["fairness"]["window_seconds"], 3600);

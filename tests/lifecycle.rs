@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use credit_worker::audit::verify::{load_models, rescore, verify_chains, RescoreRange, VerifyReport};
-use credit_worker::replay::{replay, ReplayOptions};
+use credit_devtools::replay::{replay, ReplayOptions};
+use credit_worker::ops::verify::{load_models, rescore, verify_chains, RescoreRange, VerifyReport};
 use serde_json::{json, Value};
 use sqlx::Row;
 
@@ -153,8 +153,14 @@ async fn hot_swap_and_rollback_under_load_lose_nothing() {
     assert_eq!((report.rows_rescored, report.rows_identical), (4000, 4000), "{:?}", report.mismatches);
     assert!(report.passed(), "{report:?}");
 
-    assert_eq!(worker.metric("credit_worker_model_changes_total{action=\"activate\",result=\"ok\"}").await, 1.0);
-    assert_eq!(worker.metric("credit_worker_model_changes_total{action=\"rollback\",result=\"ok\"}").await, 1.0);
+    assert_eq!(
+        worker.metrics().await.sum("credit_worker_model_changes_total", &[("action", "activate"), ("result", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        worker.metrics().await.sum("credit_worker_model_changes_total", &[("action", "rollback"), ("result", "ok")]),
+        1.0
+    );
     assert_eq!(worker.metric("credit_worker_declines_without_reasons_total").await, 0.0);
     assert!(worker.terminate(Duration::from_secs(20)));
 }

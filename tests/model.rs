@@ -4,12 +4,13 @@
 mod common;
 
 use common::*;
-use credit_worker::dataset::read_german_credit;
-use credit_worker::events::DecisionOutcome;
-use credit_worker::features::append_feature_vector;
-use credit_worker::model::scorer::{Scorer, CONTRIBUTION_TOLERANCE};
-use credit_worker::model::train::{train, TrainOptions};
-use credit_worker::model::{ModelBundle, ModelError, PROTECTED_ATTRIBUTES};
+use credit_devtools::dataset::read_german_credit;
+use credit_devtools::train::{train, TrainOptions};
+use credit_worker::domain::append_feature_vector;
+use credit_worker::domain::DecisionOutcome;
+use credit_worker::domain::PROTECTED_ATTRIBUTES;
+use credit_worker::model::{ModelBundle, ModelError};
+use credit_worker::model::{Scorer, CONTRIBUTION_TOLERANCE};
 
 /// Training again with the same data and seed writes a byte-identical model (same sha256 as the
 /// committed one), with AUCs in the expected range and no protected attribute among the features.

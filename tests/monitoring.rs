@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use credit_worker::events::{MonitoringAlert, MONITORING_ALERT};
-use credit_worker::replay::{replay, Injection, ProtectedMode, ReplayOptions};
+use credit_devtools::replay::{replay, Injection, ProtectedMode, ReplayOptions};
+use credit_worker::domain::{MonitoringAlert, MONITORING_ALERT};
 
 const WINDOW_SECONDS: u64 = 20;
 
@@ -53,12 +53,13 @@ async fn wait_decided(worker: &WorkerProcess, total: f64) {
     }
 }
 
-async fn gauge(worker: &WorkerProcess, series: &str) -> f64 {
-    let text = reqwest::get(worker.url("/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no series {series}"))
+async fn gauge(worker: &WorkerProcess, name: &str, labels: &[(&str, &str)]) -> f64 {
+    worker.metrics().await.value(name, labels).unwrap_or_else(|| panic!("no series {name} {labels:?}"))
 }
+
+const DI: &str = "credit_worker_fairness_disparate_impact_ratio";
+const YOUNG_DI_POINT: [(&str, &str); 3] = [("attribute", "age_band"), ("group", "<=25"), ("estimate", "point")];
+const CREDIT_AMOUNT: [(&str, &str); 1] = [("feature", "credit_amount")];
 
 /// Unbiased replay: no alert. Injected bias and drift: the disparate-impact alert for the
 /// young fires (event on the alerts topic, gauge at 1) and credit_amount's PSI alert fires.
@@ -75,12 +76,8 @@ async fn bias_and_drift_alerts_fire_and_resolve() {
     wait_decided(&worker, 1000.0).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(alerts(&deployment, 1, Duration::from_secs(2)).is_empty(), "no alert on an unbiased replay");
-    let fair_di = gauge(
-        &worker,
-        "credit_worker_fairness_disparate_impact_ratio{attribute=\"age_band\",estimate=\"point\",group=\"<=25\"}",
-    )
-    .await;
-    let fair_psi = gauge(&worker, "credit_worker_drift_psi{feature=\"credit_amount\"}").await;
+    let fair_di = gauge(&worker, DI, &YOUNG_DI_POINT).await;
+    let fair_psi = gauge(&worker, "credit_worker_drift_psi", &CREDIT_AMOUNT).await;
     assert!(fair_di > 0.8, "DI on the unbiased replay: {fair_di}");
     assert!(fair_psi < 0.1, "PSI on the unbiased replay: {fair_psi}");
 
@@ -93,35 +90,31 @@ async fn bias_and_drift_alerts_fire_and_resolve() {
     });
     let di_alert = fired.iter().find(|alert| alert.alert_key == "fairness/disparate_impact/age_band/<=25");
     let di_alert = di_alert.unwrap_or_else(|| panic!("DI alert expected, got {fired:?}"));
-    assert_eq!(di_alert.state, credit_worker::alerts::AlertState::Firing);
+    assert_eq!(di_alert.state, credit_worker::domain::AlertState::Firing);
     assert!(di_alert.interval_upper.unwrap() < 0.8 && di_alert.value < 0.8);
     assert!(fired.iter().any(|alert| alert.alert_key == "drift/psi/credit_amount"), "{fired:?}");
-    let firing = "credit_worker_alert_firing{kind=\"fairness\",metric=\"disparate_impact\",subject=\"age_band/<=25\"}";
-    assert_eq!(gauge(&worker, firing).await, 1.0);
-    let biased_di = gauge(
-        &worker,
-        "credit_worker_fairness_disparate_impact_ratio{attribute=\"age_band\",estimate=\"point\",group=\"<=25\"}",
-    )
-    .await;
-    let biased_psi = gauge(&worker, "credit_worker_drift_psi{feature=\"credit_amount\"}").await;
+    let firing = [("kind", "fairness"), ("metric", "disparate_impact"), ("subject", "age_band/<=25")];
+    assert_eq!(gauge(&worker, "credit_worker_alert_firing", &firing).await, 1.0);
+    let biased_di = gauge(&worker, DI, &YOUNG_DI_POINT).await;
+    let biased_psi = gauge(&worker, "credit_worker_drift_psi", &CREDIT_AMOUNT).await;
 
     tokio::time::sleep(Duration::from_secs(WINDOW_SECONDS + 1)).await;
     replay(&options(&deployment, "after", vec![])).await.unwrap();
     wait_decided(&worker, 3000.0).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while gauge(&worker, firing).await != 0.0 {
+    while gauge(&worker, "credit_worker_alert_firing", &firing).await != 0.0 {
         assert!(Instant::now() < deadline, "DI alert did not resolve");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let resolved = |alerts: &[MonitoringAlert], key: &str| {
-        alerts.iter().any(|alert| alert.alert_key == key && alert.state == credit_worker::alerts::AlertState::Resolved)
+        alerts.iter().any(|alert| alert.alert_key == key && alert.state == credit_worker::domain::AlertState::Resolved)
     };
     let all = alerts_until(&deployment, |alerts| {
         resolved(alerts, "fairness/disparate_impact/age_band/<=25") && resolved(alerts, "drift/psi/credit_amount")
     });
     let states =
         |key: &str| all.iter().filter(|alert| alert.alert_key == key).map(|alert| alert.state).collect::<Vec<_>>();
-    use credit_worker::alerts::AlertState::{Firing, Resolved};
+    use credit_worker::domain::AlertState::{Firing, Resolved};
     assert_eq!(states("fairness/disparate_impact/age_band/<=25"), vec![Firing, Resolved]);
     assert_eq!(states("drift/psi/credit_amount"), vec![Firing, Resolved]);
     println!("DI(age<=25): unbiased {fair_di:.3}, biased {biased_di:.3}; PSI(credit_amount): unbiased {fair_psi:.4}, drifted {biased_psi:.3}");
@@ -185,9 +178,12 @@ async fn outcomes_give_equal_opportunity_and_rolling_auc() {
         assert!(Instant::now() < deadline, "outcomes not consumed; log: {}", worker.log_text());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let text = reqwest::get(worker.url("/metrics")).await.unwrap().text().await.unwrap();
-    let counts: Vec<&str> = text.lines().filter(|line| line.starts_with("credit_worker_outcomes_total")).collect();
-    assert_eq!(counts, vec!["credit_worker_outcomes_total{result=\"matched\"} 1000"]);
+    let metrics = worker.metrics().await;
+    let counts: Vec<(Option<&str>, f64)> = metrics
+        .samples("credit_worker_outcomes_total", &[])
+        .map(|sample| (sample.label("result"), sample.value))
+        .collect();
+    assert_eq!(counts, vec![(Some("matched"), 1000.0)]);
 
     let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
     let rows: Vec<(f64, bool)> = sqlx::query_as(
@@ -199,7 +195,7 @@ async fn outcomes_give_equal_opportunity_and_rolling_auc() {
     assert_eq!(rows.len(), 1000);
     let scores: Vec<f64> = rows.iter().map(|row| row.0).collect();
     let labels: Vec<f32> = rows.iter().map(|row| if row.1 { 1.0 } else { 0.0 }).collect();
-    let exact = credit_worker::model::train::roc_auc(&scores, &labels);
+    let exact = credit_worker::monitor::roc_auc(&scores, &labels);
 
     tokio::time::sleep(Duration::from_millis(5500)).await;
     let report: serde_json::Value = reqwest::get(worker.url("/fairness")).await.unwrap().json().await.unwrap();
@@ -207,7 +203,7 @@ async fn outcomes_give_equal_opportunity_and_rolling_auc() {
     assert_eq!(outcomes["labelled"], 1000);
     let rolling = outcomes["auc"].as_f64().unwrap();
     assert!((rolling - exact).abs() < 0.005, "rolling AUC {rolling} vs exact {exact}");
-    assert_eq!(gauge(&worker, "credit_worker_model_auc{attribute=\"all\",group=\"all\"}").await, rolling);
+    assert_eq!(gauge(&worker, "credit_worker_model_auc", &[("attribute", "all"), ("group", "all")]).await, rolling);
     let age = outcomes["attributes"].as_array().unwrap().iter().find(|a| a["attribute"] == "age_band").unwrap();
     let young = age["groups"].as_array().unwrap().iter().find(|g| g["group"] == "<=25").unwrap();
     let difference = &young["equal_opportunity_difference"];

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use credit_worker::metrics::Metrics;
+use credit_worker::telemetry::Metrics;
 
 fn run(program: &str, args: &[&str], directory: &Path) -> String {
     let output = Command::new(program)

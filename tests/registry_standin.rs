@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use credit_worker::decode::{split_frame, ApplicationDecoder, SchemaCache, SchemaLookupError};
-use credit_worker::events::{CreditRequest, LoanApplication, ProtectedAttributes, LOAN_APPLICATION_SCHEMA};
-use credit_worker::registry_standin;
+use credit_devtools::registry_standin;
+use credit_worker::codec::{split_frame, ApplicationDecoder, CodecError, SchemaCache};
+use credit_worker::domain::{CreditRequest, LoanApplication, ProtectedAttributes, LOAN_APPLICATION_SCHEMA};
 use schema_registry_converter::async_impl::avro::AvroEncoder;
 use schema_registry_converter::async_impl::schema_registry::{get_schema_by_subject, SrSettings};
 use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
@@ -67,10 +67,10 @@ async fn encoder_registers_and_worker_decodes() {
 async fn unknown_ids_and_unreachable_registry_are_told_apart() {
     let (url, shutdown) = start().await;
     let cache = SchemaCache::new(settings(&url));
-    assert!(matches!(cache.writer_schema(4242).await, Err(SchemaLookupError::Unknown(_))));
+    assert!(matches!(cache.writer_schema(4242).await, Err(CodecError::UnknownSchema(4242))));
     shutdown.cancel();
 
     let port = common::free_port();
     let unreachable = SchemaCache::new(settings(&format!("http://127.0.0.1:{port}")));
-    assert!(matches!(unreachable.writer_schema(1).await, Err(SchemaLookupError::Unavailable(_))));
+    assert!(matches!(unreachable.writer_schema(1).await, Err(CodecError::RegistryUnavailable(_))));
 }

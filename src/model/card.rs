@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::decision::Cutoffs;
+use crate::domain::{Cutoffs, FeatureSpec};
 
 /// Everything the worker needs to know about a model besides its trees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,27 +37,6 @@ pub struct ModelCard {
     pub reason_codes_file: String,
     /// sha256 of `reason_codes_file`, checked at load.
     pub reason_codes_sha256: String,
-}
-
-/// One model input and how an application field becomes its numeric value.
-/// (`deny_unknown_fields` does not combine with `flatten`; the encoding enum checks its own fields.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FeatureSpec {
-    /// Field name in `CreditRequest` and in the LightGBM model.
-    pub name: String,
-    /// Encoding.
-    #[serde(flatten)]
-    pub encoding: FeatureEncoding,
-}
-
-/// How a field is encoded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum FeatureEncoding {
-    /// Used as is; values outside `[valid_min, valid_max]` are rejected.
-    Numeric { valid_min: f64, valid_max: f64 },
-    /// Encoded as the index of the label in `categories` (UCI code order); other labels are rejected.
-    Categorical { categories: Vec<String> },
 }
 
 /// Evaluation figures recorded at training time.

@@ -8,34 +8,19 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-use super::scorer::ScoringPool;
+use super::pool::ScoringPool;
 use super::{ModelBundle, ModelError};
 use crate::config::WorkerConfig;
-use crate::decision::Cutoffs;
-use crate::metrics::Metrics;
+use crate::domain::{Cutoffs, DecisionPolicy};
+use crate::telemetry::Metrics;
 
-/// A model ready to score: verified bundle, its own scoring threads, the cutoffs in force.
+/// A model ready to score: verified bundle, its own scoring threads, the cutoffs in force, and
+/// the decision policy they make.
 pub struct LoadedModel {
     pub bundle: Arc<ModelBundle>,
     pub pool: ScoringPool,
     pub cutoffs: Cutoffs,
-}
-
-/// Why a lifecycle change was refused; the active model is unchanged.
-#[derive(Debug, thiserror::Error)]
-pub enum LifecycleError {
-    #[error("model version `{0}` is not a plain directory name (letters, digits, '.', '_', '-')")]
-    InvalidVersion(String),
-    #[error("model `{version}` cannot be used: {source}")]
-    Load { version: String, source: ModelError },
-    #[error("model `{version}` has features {theirs:?}, the serving pipeline maps {ours:?}: deploy it with a restart")]
-    Incompatible { version: String, ours: Vec<String>, theirs: Vec<String> },
-    #[error("model `{version}`: cutoffs: {reason}")]
-    Cutoffs { version: String, reason: String },
-    #[error("there is no previous model to roll back to")]
-    NoPrevious,
-    #[error("loading the model was interrupted")]
-    Interrupted,
+    pub policy: Arc<DecisionPolicy>,
 }
 
 /// Version, hash and directory of one slot.
@@ -73,7 +58,7 @@ pub struct ModelManager {
 
 impl ModelManager {
     /// Loads `model.directory` (and `model.shadow_directory` if set). Blocking.
-    pub fn start(config: &WorkerConfig, metrics: Metrics) -> Result<Self, LifecycleError> {
+    pub fn start(config: &WorkerConfig, metrics: Metrics) -> Result<Self, ModelError> {
         let active = Arc::new(load(config, &config.model.directory)?);
         let shadow = match &config.model.shadow_directory {
             Some(directory) => {
@@ -115,7 +100,7 @@ impl ModelManager {
     }
 
     /// Makes `version` (a directory under the models root) active; the active one becomes previous.
-    pub async fn activate(&self, version: &str) -> Result<ModelStatus, LifecycleError> {
+    pub async fn activate(&self, version: &str) -> Result<ModelStatus, ModelError> {
         let _change = self.changes.lock().await;
         let loaded = self.load_version(version).await?;
         {
@@ -128,11 +113,11 @@ impl ModelManager {
     }
 
     /// Swaps the active and previous models.
-    pub async fn rollback(&self) -> Result<ModelStatus, LifecycleError> {
+    pub async fn rollback(&self) -> Result<ModelStatus, ModelError> {
         let _change = self.changes.lock().await;
         {
             let mut slots = self.write();
-            let previous = slots.previous.take().ok_or(LifecycleError::NoPrevious)?;
+            let previous = slots.previous.take().ok_or(ModelError::NoPrevious)?;
             let old = std::mem::replace(&mut slots.active, previous);
             slots.previous = Some(old);
         }
@@ -141,7 +126,7 @@ impl ModelManager {
     }
 
     /// Sets (`Some`) or clears (`None`) the challenger.
-    pub async fn set_shadow(&self, version: Option<&str>) -> Result<ModelStatus, LifecycleError> {
+    pub async fn set_shadow(&self, version: Option<&str>) -> Result<ModelStatus, ModelError> {
         let _change = self.changes.lock().await;
         let loaded = match version {
             Some(version) => Some(self.load_version(version).await?),
@@ -157,18 +142,18 @@ impl ModelManager {
         self.metrics.model_changes.with_label_values(&[action, "refused"]).inc();
     }
 
-    async fn load_version(&self, version: &str) -> Result<Arc<LoadedModel>, LifecycleError> {
+    async fn load_version(&self, version: &str) -> Result<Arc<LoadedModel>, ModelError> {
         let plain = !version.is_empty()
             && !version.starts_with('.')
             && version.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if !plain {
-            return Err(LifecycleError::InvalidVersion(version.to_owned()));
+            return Err(ModelError::InvalidVersion(version.to_owned()));
         }
         let directory = self.models_root.join(version);
         let config = self.config.clone();
         let loaded = tokio::task::spawn_blocking(move || load(&config, &directory))
             .await
-            .map_err(|_| LifecycleError::Interrupted)??;
+            .map_err(|_| ModelError::Interrupted)??;
         compatible(&self.active(), &loaded)?;
         Ok(Arc::new(loaded))
     }
@@ -208,10 +193,10 @@ impl ModelManager {
 
 /// A model may replace or shadow another only with the same features in the same order: the
 /// monitors' baselines and the shadow comparison rely on one feature mapping.
-fn compatible(ours: &LoadedModel, theirs: &LoadedModel) -> Result<(), LifecycleError> {
+fn compatible(ours: &LoadedModel, theirs: &LoadedModel) -> Result<(), ModelError> {
     let (our_features, their_features) = (ours.bundle.feature_names(), theirs.bundle.feature_names());
     if our_features != their_features {
-        return Err(LifecycleError::Incompatible {
+        return Err(ModelError::Incompatible {
             version: theirs.bundle.card.version.clone(),
             ours: our_features,
             theirs: their_features,
@@ -231,14 +216,16 @@ fn model_ref(model: &LoadedModel) -> ModelRef {
 }
 
 /// Loads and verifies a model directory and starts its scoring threads. Blocking.
-pub fn load(config: &WorkerConfig, directory: &Path) -> Result<LoadedModel, LifecycleError> {
+pub fn load(config: &WorkerConfig, directory: &Path) -> Result<LoadedModel, ModelError> {
     let version = directory.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    let bundle =
-        ModelBundle::load(directory).map_err(|source| LifecycleError::Load { version: version.clone(), source })?;
+    let bundle = ModelBundle::load(directory)
+        .map_err(|source| ModelError::Load { version: version.clone(), source: Box::new(source) })?;
     let cutoffs = config
         .cutoffs(bundle.card.cutoffs)
-        .map_err(|error| LifecycleError::Cutoffs { version: version.clone(), reason: error.to_string() })?;
+        .map_err(|error| ModelError::Cutoffs { version: version.clone(), reason: error.to_string() })?;
     let pool = ScoringPool::start(&bundle.model_text, config.model.scoring_threads)
-        .map_err(|source| LifecycleError::Load { version, source })?;
-    Ok(LoadedModel { bundle: Arc::new(bundle), pool, cutoffs })
+        .map_err(|source| ModelError::Load { version, source: Box::new(source) })?;
+    let card = &bundle.card;
+    let policy = DecisionPolicy::new(&card.version, &card.model_sha256, cutoffs, &card.features, &bundle.catalogue);
+    Ok(LoadedModel { bundle: Arc::new(bundle), pool, cutoffs, policy: Arc::new(policy) })
 }

@@ -1,18 +1,13 @@
-//! Scoring off the async runtime: a pool of dedicated threads, each owning its own LightGBM
-//! booster (boosters are not `Send`) prepared for the single-row fast path, OpenMP off.
+//! One scoring thread's model: a LightGBM booster (not `Send`) prepared for the single-row fast
+//! path with OpenMP off, and the compiled trees.
 //!
 //! Each scorer also compiles the model's trees ([`super::trees`]) and, when loading, checks the
 //! compiled paths against LightGBM on probe rows built around every split threshold: identical
 //! probabilities (bit for bit) and contributions within 1e-9. Only then does it score and explain
 //! with them; otherwise it keeps LightGBM's own paths and says why.
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-
 use lightgbm3::Booster;
 use rand::{Rng, SeedableRng};
-use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::trees::CompiledTrees;
@@ -165,86 +160,4 @@ fn probe_rows(compiled: &CompiledTrees, feature_count: usize) -> Vec<f64> {
         }
     }
     rows
-}
-
-type Job = Box<dyn FnOnce(&mut Scorer) + Send>;
-
-/// Why the pool could not run a job.
-#[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    #[error("scoring pool has shut down")]
-    Closed,
-    #[error("scoring thread panicked")]
-    Panicked,
-}
-
-/// Threads that run CPU-bound batch work against their own [`Scorer`].
-pub struct ScoringPool {
-    sender: Option<mpsc::Sender<Job>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl ScoringPool {
-    /// Starts `threads` scoring threads, each loading `model_text`. Fails if any cannot load it.
-    pub fn start(model_text: &str, threads: usize) -> Result<Self, ModelError> {
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
-        let mut handles = Vec::with_capacity(threads);
-        for index in 0..threads.max(1) {
-            let receiver = Arc::clone(&receiver);
-            let model_text = model_text.to_owned();
-            let (loaded, load_result) = mpsc::channel();
-            let handle = std::thread::Builder::new()
-                .name(format!("scorer-{index}"))
-                .spawn(move || {
-                    let mut scorer = match Scorer::new(&model_text) {
-                        Ok(scorer) => {
-                            let _ = loaded.send(Ok(()));
-                            scorer
-                        }
-                        Err(error) => {
-                            let _ = loaded.send(Err(error));
-                            return;
-                        }
-                    };
-                    loop {
-                        let job = match receiver.lock() {
-                            Ok(guard) => guard.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(&mut scorer),
-                            Err(_) => return,
-                        }
-                    }
-                })
-                .expect("spawning a scoring thread");
-            handles.push(handle);
-            load_result.recv().unwrap_or(Err(ModelError::ScorerThread))?;
-        }
-        Ok(Self { sender: Some(sender), threads: handles })
-    }
-
-    /// Runs `work` on a scoring thread and returns its result.
-    pub async fn run<R, F>(&self, work: F) -> Result<R, PoolError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Scorer) -> R + Send + 'static,
-    {
-        let (reply, result) = oneshot::channel();
-        let job: Job = Box::new(move |scorer| {
-            let _ = reply.send(work(scorer));
-        });
-        self.sender.as_ref().ok_or(PoolError::Closed)?.send(job).map_err(|_| PoolError::Closed)?;
-        result.await.map_err(|_| PoolError::Panicked)
-    }
-}
-
-impl Drop for ScoringPool {
-    fn drop(&mut self) {
-        self.sender.take();
-        for handle in self.threads.drain(..) {
-            let _ = handle.join();
-        }
-    }
 }

@@ -2,19 +2,28 @@
 //! Each test gets its own topics, consumer group and database, so tests run side by side.
 #![allow(dead_code)]
 
+mod announcements;
+mod proxy;
+mod topics;
+
+#[allow(unused_imports)]
+pub use announcements::*;
+#[allow(unused_imports)]
+pub use proxy::TcpProxy;
+#[allow(unused_imports)]
+pub use topics::*;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use credit_devtools::scrape::Exposition;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 
 pub const BOOTSTRAP: &str = "127.0.0.1:19092";
 pub const REGISTRY: &str = "http://127.0.0.1:18081";
@@ -28,6 +37,22 @@ pub fn worker_binary() -> &'static str {
     env!("CARGO_BIN_EXE_credit-worker")
 }
 
+/// The release build of the worker (`make test` builds it before running the tests).
+pub fn release_worker_binary() -> PathBuf {
+    let binary = repo_root().join("target/release/credit-worker");
+    assert!(
+        binary.is_file(),
+        "{} is missing: `make test` builds it (cargo build --release --bin credit-worker)",
+        binary.display()
+    );
+    binary
+}
+
+/// The development tools' binary (`credit-dev`, built beside the worker).
+pub fn dev_binary() -> PathBuf {
+    PathBuf::from(worker_binary()).with_file_name("credit-dev")
+}
+
 /// Brings the local stack up once per test process (the script is idempotent and locked).
 pub fn stack() {
     static UP: OnceLock<()> = OnceLock::new();
@@ -36,6 +61,7 @@ pub fn stack() {
             .arg(repo_root().join("scripts/stack.sh"))
             .arg("up")
             .env("CREDIT_WORKER_BIN", worker_binary())
+            .env("CREDIT_DEV_BIN", dev_binary())
             .stdout(Stdio::null())
             .status()
             .expect("running scripts/stack.sh");
@@ -139,8 +165,8 @@ impl Deployment {
 
     /// Replay of the whole data set, once, as fast as possible, to this deployment's input topic;
     /// tests override what they need.
-    pub fn replay_options(&self, prefix: &str) -> credit_worker::replay::ReplayOptions {
-        credit_worker::replay::ReplayOptions {
+    pub fn replay_options(&self, prefix: &str) -> credit_devtools::replay::ReplayOptions {
+        credit_devtools::replay::ReplayOptions {
             data: data_path(),
             bootstrap_servers: BOOTSTRAP.into(),
             schema_registry_url: REGISTRY.into(),
@@ -149,7 +175,7 @@ impl Deployment {
             rate: 0.0,
             id_prefix: prefix.into(),
             malformed: 0,
-            protected: credit_worker::replay::ProtectedMode::AsRecorded,
+            protected: credit_devtools::replay::ProtectedMode::AsRecorded,
             inject: Vec::new(),
             seed: 7,
             outcomes_topic: None,
@@ -166,6 +192,10 @@ impl Deployment {
             ("CREDIT_WORKER__KAFKA__ALERTS_TOPIC", self.alerts_topic.clone()),
             ("CREDIT_WORKER__KAFKA__OUTCOMES_TOPIC", self.outcomes_topic.clone()),
             ("CREDIT_WORKER__KAFKA__GROUP_ID", self.group_id.clone()),
+            // One worker identity per deployment: a restarted worker is the same group member
+            // and transactional producer (it fences its earlier incarnation). Tests running two
+            // workers at once give the second its own id.
+            ("CREDIT_WORKER__KAFKA__INSTANCE_ID", "worker-1".to_owned()),
             ("CREDIT_WORKER__DATABASE__URL", self.database_url.clone()),
             ("CREDIT_WORKER__HTTP__LISTEN", format!("127.0.0.1:{http_port}")),
             ("CREDIT_WORKER__MODEL__DIRECTORY", repo_root().join("models/credit-v1").display().to_string()),
@@ -184,14 +214,20 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts `credit-worker worker` with the default config plus `env`, logging to a file.
+    /// Starts `credit-worker worker` with the default config plus `extra_env` (an empty value
+    /// unsets the variable), logging to a file.
     pub fn start(deployment: &Deployment, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_binary(Path::new(worker_binary()), deployment, extra_env)
+    }
+
+    /// [`WorkerProcess::start`] with another build of the binary.
+    pub fn start_binary(binary: &Path, deployment: &Deployment, extra_env: &[(&str, &str)]) -> Self {
         let http_port = free_port();
         let log_dir = repo_root().join("target/test-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
         let log = log_dir.join(format!("{}-{http_port}.log", deployment.group_id));
         let log_file = std::fs::File::create(&log).unwrap();
-        let mut command = Command::new(worker_binary());
+        let mut command = Command::new(binary);
         command
             .current_dir(repo_root())
             .args(["worker", "--config", "config/default.toml"])
@@ -200,7 +236,10 @@ impl WorkerProcess {
             .stdout(Stdio::null())
             .stderr(log_file);
         for (key, value) in extra_env {
-            command.env(key, value);
+            match value {
+                &"" => command.env_remove(key),
+                value => command.env(key, value),
+            };
         }
         let child = command.spawn().expect("starting the worker");
         Self { child, http_port, log }
@@ -227,14 +266,14 @@ impl WorkerProcess {
         panic!("worker not ready after {timeout:?}; log: {}", self.log_text());
     }
 
-    /// The value of an unlabelled counter (or the sum over a labelled family).
+    /// The worker's metrics, parsed.
+    pub async fn metrics(&self) -> Exposition {
+        Exposition::fetch(&self.url("/metrics")).await.expect("the worker's /metrics")
+    }
+
+    /// The value of an unlabelled series (or the sum over a labelled family; 0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap();
-        text.lines()
-            .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-            .filter(|line| line[name.len()..].starts_with([' ', '{']))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        self.metrics().await.sum(name, &[])
     }
 
     /// The process id.
@@ -283,91 +322,6 @@ impl Drop for WorkerProcess {
     }
 }
 
-/// A record read back from a topic.
-#[derive(Debug, Clone)]
-pub struct ReadRecord {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<String>,
-    pub value: Option<Vec<u8>>,
-    pub headers: HashMap<String, String>,
-}
-
-/// Reads `topic` from the beginning (no group) until `expected` records arrived or `timeout`.
-pub fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
-    read_topic_until(topic, timeout, |records| records.len() >= expected)
-}
-
-/// Reads `topic` from the beginning until `expected` distinct keys arrived (duplicates allowed).
-pub fn read_topic_keys(topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
-    let mut keys = std::collections::HashSet::new();
-    let mut seen = 0;
-    read_topic_until(topic, timeout, move |records| {
-        for record in &records[seen..] {
-            keys.insert(record.key.clone());
-        }
-        seen = records.len();
-        keys.len() >= expected
-    })
-}
-
-fn read_topic_until(topic: &str, timeout: Duration, mut done: impl FnMut(&[ReadRecord]) -> bool) -> Vec<ReadRecord> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", BOOTSTRAP)
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for partition in metadata.topics()[0].partitions() {
-        assignment.add_partition_offset(topic, partition.id(), Offset::Beginning).unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let deadline = Instant::now() + timeout;
-    let mut records = Vec::new();
-    while !done(&records) && Instant::now() < deadline {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-            let headers = message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            records.push(ReadRecord {
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
-                value: message.payload().map(<[u8]>::to_vec),
-                headers,
-            });
-        }
-    }
-    records
-}
-
-/// Offsets committed by `group` for `topic` (partition → offset; absent = none committed).
-pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", BOOTSTRAP).set("group.id", group).create().unwrap();
-    let mut list = TopicPartitionList::new();
-    for partition in 0..partitions {
-        list.add_partition(topic, partition);
-    }
-    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
-    committed
-        .elements()
-        .iter()
-        .filter_map(|element| match element.offset() {
-            Offset::Offset(offset) => Some((element.partition(), offset)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The path of the committed model directory.
 pub fn model_dir() -> PathBuf {
     repo_root().join("models/credit-v1")
@@ -392,52 +346,5 @@ pub async fn wait_for_audit_rows(pool: &sqlx::PgPool, expected: i64, timeout: Du
             return rows;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// A loopback TCP proxy whose link can be cut: while down, open connections are closed and new
-/// ones are accepted and dropped at once (as a failed or firewalled server looks to a client).
-pub struct TcpProxy {
-    pub port: u16,
-    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    cut: std::sync::Arc<tokio::sync::Notify>,
-}
-
-impl TcpProxy {
-    /// Forwards a free loopback port to `target`.
-    pub async fn start(target: &'static str) -> Self {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let cut = std::sync::Arc::new(tokio::sync::Notify::new());
-        let (accept_down, accept_cut) = (down.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if accept_down.load(Ordering::Acquire) {
-                    continue;
-                }
-                let cut = accept_cut.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.notified() => {}
-                    }
-                });
-            }
-        });
-        Self { port, down, cut }
-    }
-
-    /// Cuts every connection and refuses new ones until [`TcpProxy::restore`].
-    pub fn cut(&self) {
-        self.down.store(true, std::sync::atomic::Ordering::Release);
-        self.cut.notify_waiters();
-    }
-
-    /// Lets connections through again.
-    pub fn restore(&self) {
-        self.down.store(false, std::sync::atomic::Ordering::Release);
     }
 }

@@ -1,0 +1,235 @@
+//! One batch through decode → validate/features → score → decide → encode, on a scoring
+//! thread. No I/O: every input record comes out as exactly one [`Outcome`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apache_avro::writer::datum::GenericDatumWriter;
+use chrono::{DateTime, SubsecRound, TimeZone, Utc};
+use schema_registry_converter::avro_common::AvroSchema;
+
+use crate::codec::{encode_framed, split_frame, ApplicationDecoder, CodecError};
+use crate::domain::{append_feature_vector, AdverseReason, AuditRow, DeadLetter, Decided, DecisionPolicy};
+use crate::domain::{DecisionOutcome, DomainError, InputRecord, LoanApplication, Outcome, StoredReason};
+use crate::domain::{LOAN_DECISION, MAX_APPLICATION_ID_BYTES};
+use crate::model::{ModelBundle, Scorer};
+use crate::sources::Claim;
+
+/// What the batch needs besides its records.
+#[derive(Clone)]
+pub struct BatchContext {
+    /// The model scoring this batch (its card and reason catalogue); the scorer must be built from it.
+    pub model: Arc<ModelBundle>,
+    /// The policy decisions are made under (the model's, with the cutoffs in force).
+    pub policy: Arc<DecisionPolicy>,
+    /// Per partition, how far earlier work went: records it covers are redelivered.
+    pub claims: HashMap<i32, Claim>,
+    /// Registry id of the LoanDecision schema.
+    pub decision_schema_id: u32,
+    /// Writer schemas of this batch's records, by id (unknown ids absent).
+    pub writer_schemas: HashMap<u32, WriterSchema>,
+    /// Per-record failures found before this stage (schema lookup), by (partition, offset).
+    pub early_failures: HashMap<(i32, i64), CodecError>,
+}
+
+impl BatchContext {
+    /// A context for `model` under `cutoffs`, with no record redelivered and no early failure
+    /// (tools, tests and benches; the worker builds its own from the loaded model).
+    pub fn new(
+        model: Arc<ModelBundle>,
+        cutoffs: crate::domain::Cutoffs,
+        decision_schema_id: u32,
+        writer_schemas: HashMap<u32, WriterSchema>,
+    ) -> Self {
+        let card = &model.card;
+        let policy = DecisionPolicy::new(&card.version, &card.model_sha256, cutoffs, &card.features, &model.catalogue);
+        Self {
+            policy: Arc::new(policy),
+            model,
+            claims: HashMap::new(),
+            decision_schema_id,
+            writer_schemas,
+            early_failures: HashMap::new(),
+        }
+    }
+
+    /// Whether `record` lies below its partition's audited offset (it has its outcome already).
+    pub fn is_redelivered(&self, record: &InputRecord) -> bool {
+        self.claims.get(&record.partition).is_some_and(|claim| record.offset < claim.audited_through)
+    }
+
+    /// Whether `record`'s outcome was announced already.
+    pub fn is_announced(&self, record: &InputRecord) -> bool {
+        self.claims.get(&record.partition).is_some_and(|claim| record.offset < claim.announced_through)
+    }
+}
+
+/// A writer schema: as fetched from the registry, or given directly (tools, tests).
+#[derive(Clone)]
+pub enum WriterSchema {
+    Registry(Arc<AvroSchema>),
+    Local(Arc<apache_avro::Schema>),
+}
+
+impl WriterSchema {
+    /// The parsed schema.
+    pub fn parsed(&self) -> &apache_avro::Schema {
+        match self {
+            Self::Registry(schema) => &schema.parsed,
+            Self::Local(schema) => schema,
+        }
+    }
+}
+
+struct Valid {
+    index: usize,
+    schema_id: u32,
+    application: LoanApplication,
+}
+
+/// Processes `records` in order; the result has one outcome per record, same positions.
+pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRecord]) -> Vec<Outcome> {
+    let decoder = ApplicationDecoder::new(context.writer_schemas.iter().map(|(id, schema)| (*id, schema.parsed())));
+    let width = context.model.card.features.len();
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+    let mut valid = Vec::with_capacity(records.len());
+    let mut rows = Vec::with_capacity(records.len() * width);
+    for (index, record) in records.iter().enumerate() {
+        let announced = context.is_announced(record);
+        match decode_and_map(&decoder, context, index, record, &mut rows) {
+            Ok(item) if context.is_redelivered(record) => {
+                rows.truncate(rows.len() - width);
+                let application_id = item.application.application_id;
+                outcomes[index] = Some(Outcome::Redelivered { application_id, announced });
+            }
+            Ok(item) => valid.push(item),
+            Err(_) if announced => outcomes[index] = Some(Outcome::Announced),
+            Err(dead) => outcomes[index] = Some(Outcome::DeadLetter(dead)),
+        }
+    }
+    let processed_at = Utc::now().trunc_subsecs(6);
+    let writer = match GenericDatumWriter::builder(&LOAN_DECISION).build() {
+        Ok(writer) => writer,
+        Err(error) => {
+            let reason = DeadLetter { kind: "encode_failed", message: error.to_string() };
+            return records.iter().map(|_| Outcome::DeadLetter(reason.clone())).collect();
+        }
+    };
+    let mut scored = Vec::with_capacity(valid.len());
+    for (position, item) in valid.into_iter().enumerate() {
+        let row = &rows[position * width..(position + 1) * width];
+        match scorer.score_row(row) {
+            Ok(probability) if probability.is_finite() => scored.push((item, row, probability)),
+            Ok(_) => outcomes[item.index] = Some(scoring_failed("model returned a non-finite score".into())),
+            Err(error) => outcomes[item.index] = Some(scoring_failed(error.to_string())),
+        }
+    }
+    let reasons = adverse_reasons(scorer, context, &scored);
+    for ((item, row, probability), reasons) in scored.into_iter().zip(reasons) {
+        let index = item.index;
+        outcomes[index] = Some(match reasons {
+            Ok(reasons) => decide(context, &writer, &records[index], item, row, probability, reasons, processed_at),
+            Err(message) => scoring_failed(message),
+        });
+    }
+    outcomes.into_iter().map(|outcome| outcome.expect("every record has an outcome")).collect()
+}
+
+fn scoring_failed(message: String) -> Outcome {
+    Outcome::DeadLetter(DeadLetter { kind: "scoring_failed", message })
+}
+
+/// Reasons for every scored row that is not approved, from one TreeSHAP call over those rows.
+fn adverse_reasons(
+    scorer: &Scorer,
+    context: &BatchContext,
+    scored: &[(Valid, &[f64], f64)],
+) -> Vec<Result<Vec<AdverseReason>, String>> {
+    let model = &context.model;
+    let adverse: Vec<usize> = (0..scored.len())
+        .filter(|position| context.policy.cutoffs.decide(scored[*position].2) != DecisionOutcome::Approve)
+        .collect();
+    let matrix: Vec<f64> = adverse.iter().flat_map(|position| scored[*position].1.iter().copied()).collect();
+    let mut results: Vec<Result<Vec<AdverseReason>, String>> = vec![Ok(Vec::new()); scored.len()];
+    let stride = model.card.features.len() + 1;
+    match scorer.contributions(&matrix) {
+        Ok(contributions) => {
+            for (slot, position) in adverse.into_iter().enumerate() {
+                let values = &contributions[slot * stride..(slot + 1) * stride];
+                let row = scored[position].1;
+                results[position] =
+                    Ok(model.catalogue.reasons(&model.card.features, row, values, &model.card.feature_medians));
+            }
+        }
+        Err(error) => {
+            for position in adverse {
+                results[position] = Err(format!("contribution prediction failed: {error}"));
+            }
+        }
+    }
+    results
+}
+
+fn decode_and_map(
+    decoder: &ApplicationDecoder<'_>,
+    context: &BatchContext,
+    index: usize,
+    record: &InputRecord,
+    rows: &mut Vec<f64>,
+) -> Result<Valid, DeadLetter> {
+    if let Some(error) = context.early_failures.get(&(record.partition, record.offset)) {
+        return Err(error.clone().into());
+    }
+    let (schema_id, body) = split_frame(record.value.as_deref())?;
+    let application = decoder.decode(schema_id, body)?;
+    if application.application_id.trim().is_empty() {
+        return Err(DomainError::MissingField("application_id".into()).into());
+    }
+    if application.application_id.len() > MAX_APPLICATION_ID_BYTES {
+        let max = MAX_APPLICATION_ID_BYTES;
+        return Err(DomainError::TooLong { field: "application_id".into(), max }.into());
+    }
+    append_feature_vector(&context.model.card.features, &application.credit_request, rows)?;
+    Ok(Valid { index, schema_id, application })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    context: &BatchContext,
+    writer: &GenericDatumWriter<'_>,
+    record: &InputRecord,
+    item: Valid,
+    inputs: &[f64],
+    probability: f64,
+    reasons: Vec<AdverseReason>,
+    processed_at: DateTime<Utc>,
+) -> Outcome {
+    let policy = &context.policy;
+    let event_time = Utc.timestamp_millis_opt(item.application.event_time).single().unwrap_or(processed_at);
+    let reasons = reasons
+        .into_iter()
+        .filter_map(|reason| {
+            Some(StoredReason { entry: policy.entry_of(&reason.code)?, contribution: reason.contribution })
+        })
+        .collect();
+    let row = AuditRow {
+        policy: Arc::clone(policy),
+        application_id: item.application.application_id,
+        outcome: policy.cutoffs.decide(probability),
+        probability_of_default: probability,
+        inputs: inputs.to_vec(),
+        reasons,
+        protected: item.application.protected_attributes,
+        schema_id: item.schema_id as i32,
+        source_topic: Arc::clone(&record.topic),
+        source_partition: record.partition,
+        source_offset: record.offset,
+        event_time: event_time.trunc_subsecs(3),
+        consumed_at: record.consumed_at.trunc_subsecs(6),
+        processed_at,
+    };
+    match encode_framed(writer, &row.decision_event(), context.decision_schema_id) {
+        Ok(payload) => Outcome::Decided(Box::new(Decided { row, payload })),
+        Err(error) => Outcome::DeadLetter(error.into()),
+    }
+}

@@ -1,0 +1,161 @@
+//! Making a decided batch durable, in this order: one audit transaction (new rows, their claims on
+//! their applications, chain heads, audited-through offsets, monitor counts), then one Kafka
+//! transaction announcing the batch (new decisions, stored decisions of applications decided
+//! before, dead letters) with the consumer's offsets. A crash between the two leaves decisions
+//! audited but not announced: their records are redelivered and their stored decisions announced.
+//! Each step is retried until it succeeds; records of partitions revoked meanwhile are dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{error, warn};
+
+use super::pipeline::Pipeline;
+use super::retry::GaveUp;
+use super::Abandoned;
+use crate::domain::{AuditRow, InputRecord, Outcome};
+use crate::error::{Retriable, Retry};
+use crate::sinks::{BatchWrite, Progress, Publication, SinkError};
+use crate::sources::{next_offsets, partition_list};
+
+impl Pipeline {
+    /// Audits, then announces the batch; returns the positions of the outcomes whose rows are new
+    /// (the monitors count these, and only these).
+    pub(super) async fn write_durably(
+        &self,
+        records: &[InputRecord],
+        outcomes: &[Outcome],
+        epochs: &HashMap<i32, u64>,
+    ) -> Result<Vec<usize>, Abandoned> {
+        let owned =
+            |partition: i32| epochs.get(&partition).is_some_and(|epoch| self.assignment.owns(partition, *epoch));
+        let decided: Vec<(usize, &AuditRow)> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(position, _)| owned(records[*position].partition))
+            .filter_map(|(position, outcome)| match outcome {
+                Outcome::Decided(decided) => Some((position, &decided.row)),
+                _ => None,
+            })
+            .collect();
+        let audited = next_offsets(records.iter().filter(|record| owned(record.partition)));
+        let write = self.audit(&decided, &audited).await?;
+        let new_rows: Vec<usize> = write.inserted.iter().map(|index| decided[*index].0).collect();
+        let mut again: HashMap<usize, Outcome> = HashMap::new();
+        for (position, row) in &decided {
+            if let Some(stored) = write.stored.get(&row.application_id) {
+                again.insert(*position, self.announce_again(stored));
+            }
+        }
+        self.announce(records, outcomes, &again, epochs).await?;
+        Ok(new_rows)
+    }
+
+    /// The audit transaction, retried until it commits.
+    async fn audit(
+        &self,
+        decided: &[(usize, &AuditRow)],
+        audited: &[(Arc<str>, i32, i64)],
+    ) -> Result<BatchWrite, Abandoned> {
+        let rows: Vec<&AuditRow> = decided.iter().map(|(_, row)| *row).collect();
+        let count = |fresh: &[&AuditRow]| self.monitoring.bucket_counts(fresh);
+        let announced = self.announced.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let progress = Progress { audited, announced: &announced };
+        let attempt = || async {
+            let started = Instant::now();
+            let result = self.audit.write_batch(&rows, &progress, &count).await;
+            self.observe_stage("audit", started);
+            result
+        };
+        let on_retry = |error: &SinkError, _| {
+            self.metrics.sink_retries.with_label_values(&["postgres"]).inc();
+            self.metrics.errors.with_label_values(&["postgres"]).inc();
+            if error.retry() == Retry::Unavailable {
+                self.readiness.database_ok.store(false, Ordering::Release);
+            }
+            warn!(%error, "audit write failed; retrying");
+        };
+        let write = self.settle(self.retry.run(&self.shutdown, attempt, on_retry).await)?;
+        self.announced
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|entry| !announced.contains(entry));
+        self.readiness.database_ok.store(true, Ordering::Release);
+        self.metrics.audit_rows_written.inc_by(write.inserted.len() as u64);
+        self.metrics.audit_batch_rows.observe(rows.len() as f64);
+        Ok(write)
+    }
+
+    /// The Kafka transaction: every outcome of the partitions still owned, and their offsets.
+    async fn announce(
+        &self,
+        records: &[InputRecord],
+        outcomes: &[Outcome],
+        again: &HashMap<usize, Outcome>,
+        epochs: &HashMap<i32, u64>,
+    ) -> Result<(), Abandoned> {
+        let attempt = || async {
+            let started = Instant::now();
+            let owned =
+                |partition: i32| epochs.get(&partition).is_some_and(|epoch| self.assignment.owns(partition, *epoch));
+            let publications: Vec<Publication<'_>> = records
+                .iter()
+                .zip(outcomes)
+                .enumerate()
+                .filter(|(_, (record, _))| owned(record.partition))
+                .filter_map(|(position, (record, outcome))| {
+                    publication(record, again.get(&position).unwrap_or(outcome))
+                })
+                .collect();
+            let next = next_offsets(records.iter().filter(|record| owned(record.partition)));
+            if next.is_empty() {
+                return Ok(next);
+            }
+            let group = self.source.group_metadata().ok_or(SinkError::NoGroupMetadata)?;
+            let offsets = partition_list(&next);
+            let result = tokio::task::block_in_place(|| self.producer.publish(&publications, &offsets, &group));
+            self.observe_stage("publish", started);
+            result.map(|()| next)
+        };
+        let on_retry = |error: &SinkError, _| {
+            self.metrics.sink_retries.with_label_values(&["kafka"]).inc();
+            self.metrics.errors.with_label_values(&["kafka_publish"]).inc();
+            warn!(%error, "announcing the batch failed; retrying");
+        };
+        let announced = self.settle(self.retry.run(&self.shutdown, attempt, on_retry).await)?;
+        let mut pending = self.announced.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (topic, partition, offset) in announced {
+            match pending.iter_mut().find(|(t, p, _)| *t == topic && *p == partition) {
+                Some(entry) => entry.2 = entry.2.max(offset),
+                None => pending.push((topic, partition, offset)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A step's result: shutdown abandons the batch; an error retrying cannot fix stops the worker.
+    fn settle<T>(&self, result: Result<T, GaveUp<SinkError>>) -> Result<T, Abandoned> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(GaveUp::Shutdown) => Err(Abandoned),
+            Err(GaveUp::Fatal(failure)) => {
+                error!(%failure, "a sink failed in a way retrying cannot fix; stopping");
+                self.shutdown.cancel();
+                Err(Abandoned)
+            }
+        }
+    }
+}
+
+/// What `outcome` announces.
+fn publication<'a>(record: &'a InputRecord, outcome: &'a Outcome) -> Option<Publication<'a>> {
+    match outcome {
+        Outcome::Decided(decided) | Outcome::Stored(decided) => {
+            Some(Publication::Decision { application_id: &decided.row.application_id, payload: &decided.payload })
+        }
+        Outcome::DeadLetter(reason) => Some(Publication::DeadLetter { record, reason }),
+        Outcome::Redelivered { .. } | Outcome::Announced => None,
+    }
+}

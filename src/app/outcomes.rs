@@ -1,0 +1,127 @@
+//! The outcomes consumer: `LoanOutcome` events are stored in `loan_outcomes` (idempotently),
+//! joined to the decisions of the model in use, and counted in the outcome windows. Offsets are
+//! stored after the outcomes are durable. On partition assignment the windows are rebuilt from
+//! the two tables. Undecodable outcomes and outcomes of undecided applications are counted
+//! (`credit_worker_outcomes_total{result}`) and skipped: they are monitoring input only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::retry::RetryPolicy;
+use super::AppError;
+use crate::codec::{decode_outcome, split_frame, CodecError, SchemaCache};
+use crate::domain::{InputRecord, LoanOutcome};
+use crate::error::{Retriable, Retry};
+use crate::model::ModelManager;
+use crate::monitor::{LabelledDecision, Monitoring};
+use crate::sinks::AuditStore;
+use crate::sources::{next_offsets, PartitionEvent, Source};
+
+/// Everything the outcomes consumer needs.
+pub struct OutcomeConsumer {
+    pub source: Source,
+    pub partition_events: UnboundedReceiver<PartitionEvent>,
+    pub schemas: SchemaCache,
+    pub audit: AuditStore,
+    pub monitoring: Arc<Monitoring>,
+    /// The models; outcomes join the decisions of the active one.
+    pub models: Arc<ModelManager>,
+    pub topic: String,
+    pub window_seconds: i64,
+    pub batch_max_records: usize,
+    pub batch_max_wait: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl OutcomeConsumer {
+    /// Consumes until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(event) = self.partition_events.recv() => self.on_partitions(event).await,
+                batch = self.source.next_batch(self.batch_max_records, self.batch_max_wait) => {
+                    let handled = self
+                        .retry
+                        .run(&shutdown, || self.handle(&batch), |error, _| warn!(%error, "outcome batch failed; retrying"))
+                        .await;
+                    if handled.is_err() {
+                        return;
+                    }
+                    self.source.store(&next_offsets(&batch));
+                }
+            }
+        }
+        if let Err(error) = self.source.commit() {
+            warn!(%error, "final outcomes commit");
+        }
+        tokio::task::block_in_place(|| self.source.close(Duration::from_secs(3)));
+    }
+
+    async fn on_partitions(&self, event: PartitionEvent) {
+        match event {
+            PartitionEvent::Revoked { partitions } => self.monitoring.outcomes.forget_partitions(&partitions),
+            PartitionEvent::Assigned { partitions, at } => {
+                let partitions: Vec<i32> = partitions.iter().map(|(partition, _)| *partition).collect();
+                let model = self.models.active().bundle.card.model_sha256.clone();
+                let rebuilt = self
+                    .monitoring
+                    .rebuild_outcomes(self.audit.pool(), &self.topic, &partitions, at, &model, self.window_seconds)
+                    .await;
+                match rebuilt {
+                    Ok(rows) => info!(?partitions, rows, "outcome windows rebuilt"),
+                    Err(error) => warn!(%error, "rebuilding outcome windows failed"),
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, batch: &[InputRecord]) -> Result<(), AppError> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for record in batch {
+            match self.decode(record).await {
+                Ok(outcome) => outcomes.push((record, outcome)),
+                Err(error) if error.retry() == Retry::Unavailable => return Err(error.into()),
+                Err(error) => {
+                    let (partition, offset) = (record.partition, record.offset);
+                    warn!(partition, offset, %error, "invalid outcome record skipped");
+                    self.monitoring.count_outcome("invalid");
+                }
+            }
+        }
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        self.audit.store_outcomes(&outcomes).await?;
+        let ids: Vec<&str> = outcomes.iter().map(|(_, outcome)| outcome.application_id.as_str()).collect();
+        let model = self.models.active().bundle.card.model_sha256.clone();
+        let decisions = self.audit.decisions_of(&ids, &model).await?;
+        for (record, outcome) in &outcomes {
+            match decisions.get(&outcome.application_id) {
+                Some((approved, probability, protected)) => {
+                    self.monitoring.outcomes.record(&LabelledDecision {
+                        partition: record.partition,
+                        observed_millis: outcome.observed_at,
+                        approved: *approved,
+                        defaulted: outcome.defaulted,
+                        probability_of_default: *probability,
+                        protected: protected.clone(),
+                    });
+                    self.monitoring.count_outcome("matched");
+                }
+                None => self.monitoring.count_outcome("unmatched"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn decode(&self, record: &InputRecord) -> Result<LoanOutcome, CodecError> {
+        let (id, body) = split_frame(record.value.as_deref())?;
+        let schema = self.schemas.writer_schema(id).await?;
+        decode_outcome(id, &schema.parsed, body)
+    }
+}

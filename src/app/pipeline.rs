@@ -1,0 +1,168 @@
+//! The pipeline: two stages joined by a bounded queue of `pipeline.batches_in_flight` batches.
+//! The intake decodes, scores and decides the next batch on a scoring thread while the sink
+//! stage publishes and audits the previous one. The sink takes batches in order (all that are
+//! waiting at once), and stores a batch's offsets only once every record of it is durable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::decide::{process_batch, BatchContext};
+use super::retry::RetryPolicy;
+use super::Abandoned;
+use crate::codec::SchemaCache;
+use crate::config::WorkerConfig;
+use crate::domain::{InputRecord, Outcome};
+use crate::model::{LoadedModel, ModelManager};
+use crate::monitor::{Monitoring, ShadowComparison};
+use crate::sinks::{AuditStore, DecisionProducer};
+use crate::sources::{Assignment, Source};
+use crate::telemetry::{Metrics, Readiness};
+
+/// Everything the two stages use.
+pub struct Pipeline {
+    pub(super) config: WorkerConfig,
+    pub(super) metrics: Metrics,
+    pub(super) readiness: Arc<Readiness>,
+    pub(super) models: Arc<ModelManager>,
+    pub(super) shadow: Arc<ShadowComparison>,
+    pub(super) audit: AuditStore,
+    pub(super) schemas: SchemaCache,
+    pub(super) decision_schema_id: u32,
+    pub(super) producer: Arc<DecisionProducer>,
+    pub(super) source: Source,
+    pub(super) assignment: Arc<Assignment>,
+    /// Per (topic, partition), the next offset after the batches announced since the last audit
+    /// transaction, which records them.
+    pub(super) announced: std::sync::Mutex<Vec<(Arc<str>, i32, i64)>>,
+    pub(super) monitoring: Arc<Monitoring>,
+    pub(super) retry: RetryPolicy,
+    pub(super) shutdown: CancellationToken,
+}
+
+/// A batch decided on a scoring thread, waiting for its sinks.
+pub(super) struct DecidedBatch {
+    pub(super) records: Vec<InputRecord>,
+    pub(super) outcomes: Vec<Outcome>,
+    /// The assignment epoch of each partition the batch holds records of.
+    pub(super) epochs: HashMap<i32, u64>,
+}
+
+impl Pipeline {
+    /// Runs both stages until shutdown; on shutdown the intake stops and the queued batches are
+    /// finished (or left for redelivery).
+    pub async fn run(self) -> anyhow::Result<()> {
+        let max_records = self.config.pipeline.batch_max_records;
+        let max_wait = Duration::from_millis(self.config.pipeline.batch_max_wait_ms);
+        let (decided, mut to_finish) = tokio::sync::mpsc::channel(self.config.pipeline.batches_in_flight);
+        let pipeline = &self;
+        let intake = async move {
+            loop {
+                let batch = tokio::select! {
+                    _ = pipeline.shutdown.cancelled() => break,
+                    batch = pipeline.source.next_batch(max_records, max_wait) => batch,
+                };
+                let span = info_span!("decide", records = batch.len());
+                let Ok(batch) = pipeline.decide_batch(batch).instrument(span).await else { break };
+                if decided.send(batch).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let sink = async {
+            while let Some(mut batch) = to_finish.recv().await {
+                // Batches that queued up behind a slow sink are finished together: one audit
+                // transaction (one commit to wait for) and one publish wait for all of them.
+                while let Ok(next) = to_finish.try_recv() {
+                    batch.records.extend(next.records);
+                    batch.outcomes.extend(next.outcomes);
+                    batch.epochs.extend(next.epochs);
+                }
+                let span = info_span!("finish", records = batch.records.len());
+                if pipeline.finish_batch(batch).instrument(span).await.is_err() {
+                    warn!("shutdown during a failing batch: its offsets (and later ones) were not stored; they will be redelivered");
+                    to_finish.close();
+                    break;
+                }
+            }
+        };
+        tokio::join!(intake, sink);
+        let announced = std::mem::take(&mut *self.announced.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        if !announced.is_empty() {
+            if let Err(error) = self.audit.mark_announced(&announced).await {
+                warn!(%error, "recording the last announced offsets failed (a new group would announce that batch again)");
+            }
+        }
+        info!("drained: every finished batch is audited and announced, with its offsets");
+        let Self { source, producer, .. } = self;
+        tokio::task::block_in_place(|| {
+            source.close(Duration::from_secs(3));
+            if let Some(producer) = Arc::into_inner(producer) {
+                producer.close(Duration::from_secs(3));
+            }
+        });
+        Ok(())
+    }
+
+    /// Decodes, scores and decides a batch on the active model's scoring thread. Records of
+    /// partitions no longer owned are dropped; records already decided (redelivered) are not
+    /// scored again but carry their stored decision.
+    async fn decide_batch(&self, mut records: Vec<InputRecord>) -> Result<DecidedBatch, Abandoned> {
+        self.metrics.events_consumed.inc_by(records.len() as u64);
+        let claims = self.assignment.claims(records.iter().map(|record| record.partition).collect::<Vec<_>>()).await;
+        records.retain(|record| claims.contains_key(&record.partition));
+        let started = Instant::now();
+        let model = self.models.active();
+        let context = self.batch_context(&model, &records, claims.clone()).await?;
+        self.observe_stage("decode_schemas", started);
+
+        let started = Instant::now();
+        let context = Arc::new(context);
+        let (records, mut outcomes) = self.score(&model, Arc::clone(&context), records).await?;
+        self.observe_stage("score", started);
+        if outcomes.iter().any(|outcome| matches!(outcome, Outcome::Redelivered { .. })) {
+            self.recall_decisions(&model, &context, &records, &mut outcomes).await?;
+        }
+        let epochs = claims.into_iter().map(|(partition, claim)| (partition, claim.epoch)).collect();
+        Ok(DecidedBatch { records, outcomes, epochs })
+    }
+
+    /// Runs `process_batch` on a scoring thread of `model`.
+    pub(super) async fn score(
+        &self,
+        model: &LoadedModel,
+        context: Arc<BatchContext>,
+        records: Vec<InputRecord>,
+    ) -> Result<(Vec<InputRecord>, Vec<Outcome>), Abandoned> {
+        model
+            .pool
+            .run(move |scorer| {
+                let outcomes = process_batch(scorer, &context, &records);
+                (records, outcomes)
+            })
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "scoring pool failed");
+                self.metrics.errors.with_label_values(&["scoring"]).inc();
+                Abandoned
+            })
+    }
+
+    /// Makes a decided batch durable: audited first, then announced with its offsets.
+    async fn finish_batch(&self, batch: DecidedBatch) -> Result<(), Abandoned> {
+        let DecidedBatch { records, outcomes, epochs } = batch;
+        let new_rows = self.write_durably(&records, &outcomes, &epochs).await?;
+        self.record_outcomes(&outcomes, &new_rows);
+        if let Some(challenger) = self.models.shadow() {
+            self.compare_with(&challenger, outcomes).await;
+        }
+        Ok(())
+    }
+
+    pub(super) fn observe_stage(&self, stage: &str, started: Instant) {
+        self.metrics.stage_seconds.with_label_values(&[stage]).observe(started.elapsed().as_secs_f64());
+    }
+}

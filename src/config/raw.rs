@@ -1,0 +1,198 @@
+//! The configuration as written: every key documented in `config/default.toml`, each section
+//! with `deny_unknown_fields` and a doc comment per key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The configuration as written: every key documented in `config/default.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Kafka connection and topics.
+    pub kafka: KafkaConfig,
+    /// Schema registry (Confluent REST API).
+    pub schema_registry: SchemaRegistryConfig,
+    /// PostgreSQL audit store.
+    pub database: DatabaseConfig,
+    /// Which model to serve and how.
+    pub model: ModelConfig,
+    /// Batching and retries.
+    pub pipeline: PipelineConfig,
+    /// Fairness windows and thresholds.
+    pub fairness: FairnessConfig,
+    /// Drift (PSI) windows and thresholds.
+    pub drift: DriftConfig,
+    /// Alert evaluation.
+    pub alerts: AlertsConfig,
+    /// HTTP endpoint for metrics and probes.
+    pub http: HttpConfig,
+    /// Log output.
+    pub logging: LoggingConfig,
+    /// Admin endpoints (model lifecycle).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// Admin endpoints: enabled only when a token is configured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// File holding the bearer token (a mounted secret); else `CREDIT_WORKER_ADMIN_TOKEN`; else disabled.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Fairness monitoring.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FairnessConfig {
+    /// Sliding window length over event time.
+    pub window_seconds: u64,
+    /// Bucket width; the window slides by one bucket.
+    pub bucket_seconds: u64,
+    /// Below this many decisions in a group (or its reference group) metrics read "insufficient data".
+    pub min_group_size: u64,
+    /// Upper edges (inclusive) of the age bands: `[25]` gives `<=25` and `>25`.
+    pub age_band_edges: Vec<u32>,
+    /// Reference group for `sex`.
+    pub sex_reference: String,
+    /// Reference group for `age_band`.
+    pub age_band_reference: String,
+    /// Reference group for `foreign_worker`.
+    pub foreign_worker_reference: String,
+    /// Fire when a group's disparate-impact interval lies wholly below this; clear when the point estimate is back at or above it.
+    pub disparate_impact_threshold: f64,
+    /// Fire when a group's parity-difference interval lies wholly beyond ± this; clear when the point estimate is within it.
+    pub parity_difference_threshold: f64,
+}
+
+/// Drift monitoring.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftConfig {
+    /// PSI is reported only from this many events in the window.
+    pub min_count: u64,
+    /// Drifted when PSI exceeds this and the sampling-noise critical value.
+    pub psi_threshold: f64,
+}
+
+/// Alert evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// A condition must hold this long to fire, and be clear this long to resolve.
+    pub sustain_seconds: u64,
+    /// How often metrics are evaluated and gauges refreshed.
+    pub evaluation_interval_ms: u64,
+}
+
+/// Kafka connection and topics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// Consumer group shared by all replicas.
+    pub group_id: String,
+    /// Topic of `LoanApplication` events.
+    pub input_topic: String,
+    /// Topic for `LoanDecision` events.
+    pub decisions_topic: String,
+    /// Topic for records that cannot be decided (original bytes + reason headers).
+    pub dead_letter_topic: String,
+    /// Fairness and drift alert events.
+    pub alerts_topic: String,
+    /// `LoanOutcome` events (delayed labels), consumed by the group `<group_id>-outcomes`.
+    pub outcomes_topic: String,
+    /// Consumer group session timeout.
+    pub session_timeout_ms: u64,
+    /// This replica's stable name (for example the pod name): its static group membership
+    /// (`group.instance.id`, so a restarted replica gets its partitions back at once) and its
+    /// Kafka transactional id (`<group_id>-<instance_id>`). Unset: dynamic membership and a
+    /// transactional id unique to the process.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// Extra librdkafka properties for consumer and producer (security settings and tuning), passed through as is.
+    #[serde(default)]
+    pub client_properties: BTreeMap<String, String>,
+}
+
+/// Schema registry connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Base URL, e.g. `http://schema-registry:8081`.
+    pub url: String,
+    /// Request timeout.
+    pub timeout_ms: u64,
+}
+
+/// PostgreSQL connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connection URL (`postgres://user@host:port/db`). Never logged.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Apply the bundled migrations at start.
+    pub run_migrations: bool,
+}
+
+/// Model selection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Model directory (LightGBM model + model card).
+    pub directory: PathBuf,
+    /// Scoring threads, each with its own booster.
+    pub scoring_threads: usize,
+    /// Override of the model card's approve cutoff.
+    pub approve_below: Option<f64>,
+    /// Override of the model card's decline cutoff.
+    pub decline_at_or_above: Option<f64>,
+    /// Challenger directory, scored on every event for comparison only (never acted on).
+    pub shadow_directory: Option<PathBuf>,
+    /// Directory holding model versions, for the admin endpoints; default: `directory`'s parent.
+    pub models_root: Option<PathBuf>,
+}
+
+/// Batching and retries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Most records per batch.
+    pub batch_max_records: usize,
+    /// Longest wait to fill a batch once it has a record.
+    pub batch_max_wait_ms: u64,
+    /// Decided batches that may wait for their sinks while the next one is scored (at least 1).
+    #[serde(default = "default_batches_in_flight")]
+    pub batches_in_flight: usize,
+    /// First retry delay when a sink fails.
+    pub retry_initial_backoff_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_backoff_ms: u64,
+}
+
+fn default_batches_in_flight() -> usize {
+    2
+}
+
+/// HTTP endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address (`host:port`; port 0 picks a free one).
+    pub listen: String,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// `tracing` filter, e.g. `info` or `credit_worker=debug,info`.
+    pub level: String,
+}

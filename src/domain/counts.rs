@@ -1,0 +1,31 @@
+//! Monitor counts of a batch's new decisions, persisted in the batch's audit transaction so the
+//! monitors can be rebuilt from them: fairness counts per source partition, event-time bucket,
+//! attribute and group; drift histograms per source partition, bucket and series.
+
+/// Decisions of one group in one bucket: `[approve, review, decline]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FairnessCount {
+    pub partition: i32,
+    pub bucket_ms: i64,
+    pub attribute: i16,
+    pub group: String,
+    pub counts: [i64; 3],
+}
+
+/// One series' histogram in one bucket (series `i` < features is feature `i`, then the score).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriftCount {
+    pub partition: i32,
+    pub bucket_ms: i64,
+    pub series: i16,
+    pub counts: Vec<i64>,
+}
+
+/// Everything a batch adds to the monitors, and each partition's latest event time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketCounts {
+    pub fairness: Vec<FairnessCount>,
+    pub drift: Vec<DriftCount>,
+    /// (partition, latest event time in ms) of the batch's decisions.
+    pub watermarks: Vec<(i32, i64)>,
+}

@@ -1,0 +1,84 @@
+//! Scoring off the async runtime: a pool of dedicated threads, each owning its own [`Scorer`]
+//! (boosters are not `Send`); batches are sent to it as jobs.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use super::scorer::Scorer;
+use super::ModelError;
+
+type Job = Box<dyn FnOnce(&mut Scorer) + Send>;
+
+/// Threads that run CPU-bound batch work against their own [`Scorer`].
+pub struct ScoringPool {
+    sender: Option<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ScoringPool {
+    /// Starts `threads` scoring threads, each loading `model_text`. Fails if any cannot load it.
+    pub fn start(model_text: &str, threads: usize) -> Result<Self, ModelError> {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let mut handles = Vec::with_capacity(threads);
+        for index in 0..threads.max(1) {
+            let receiver = Arc::clone(&receiver);
+            let model_text = model_text.to_owned();
+            let (loaded, load_result) = mpsc::channel();
+            let handle = std::thread::Builder::new()
+                .name(format!("scorer-{index}"))
+                .spawn(move || {
+                    let mut scorer = match Scorer::new(&model_text) {
+                        Ok(scorer) => {
+                            let _ = loaded.send(Ok(()));
+                            scorer
+                        }
+                        Err(error) => {
+                            let _ = loaded.send(Err(error));
+                            return;
+                        }
+                    };
+                    loop {
+                        let job = match receiver.lock() {
+                            Ok(guard) => guard.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&mut scorer),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("spawning a scoring thread");
+            handles.push(handle);
+            load_result.recv().unwrap_or(Err(ModelError::ScorerThread))?;
+        }
+        Ok(Self { sender: Some(sender), threads: handles })
+    }
+
+    /// Runs `work` on a scoring thread and returns its result.
+    pub async fn run<R, F>(&self, work: F) -> Result<R, ModelError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Scorer) -> R + Send + 'static,
+    {
+        let (reply, result) = oneshot::channel();
+        let job: Job = Box::new(move |scorer| {
+            let _ = reply.send(work(scorer));
+        });
+        self.sender.as_ref().ok_or(ModelError::PoolClosed)?.send(job).map_err(|_| ModelError::PoolClosed)?;
+        result.await.map_err(|_| ModelError::ScorerPanicked)
+    }
+}
+
+impl Drop for ScoringPool {
+    fn drop(&mut self) {
+        self.sender.take();
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}

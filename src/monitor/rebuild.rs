@@ -1,0 +1,119 @@
+//! Rebuilding the windows of newly assigned partitions: decisions from the counts persisted
+//! with the audit rows, outcomes from the outcome and audit tables.
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use sqlx::{PgPool, Row};
+
+use super::outcomes::LabelledDecision;
+use super::{MonitorError, Monitoring};
+use crate::domain::ProtectedAttributes;
+
+/// `[approve, review, decline]` of a stored counts array.
+fn three(counts: &[i64]) -> [u64; 3] {
+    let at = |index: usize| counts.get(index).copied().unwrap_or(0).max(0) as u64;
+    [at(0), at(1), at(2)]
+}
+
+impl Monitoring {
+    /// Restores the windows and all-time totals of `topic`'s `partitions` from the counts
+    /// persisted with their audit rows (milliseconds, whatever the number of rows); returns the
+    /// buckets read. Run before any record of these partitions is counted in this assignment.
+    pub async fn rebuild(&self, pool: &PgPool, topic: &str, partitions: &[i32]) -> Result<u64, MonitorError> {
+        let mut transaction = pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *transaction).await?;
+        let sources: Vec<(i32, i32, Option<i64>)> = sqlx::query_as(
+            "SELECT source_id, partition, event_watermark_ms FROM source_partitions WHERE topic = $1 AND partition = ANY($2)",
+        )
+        .bind(topic)
+        .bind(partitions)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let span = self.fairness.bucket_millis() * (self.window_buckets + 1);
+        let mut buckets = 0;
+        for (source_id, partition, watermark) in sources {
+            let Some(watermark) = watermark else { continue };
+            self.fairness.restore_watermark(watermark);
+            self.drift.restore_watermark(watermark);
+            let fairness: Vec<(i64, i16, String, Vec<i64>)> = sqlx::query_as(
+                "SELECT bucket_ms, attribute, grp, counts FROM monitor_fairness WHERE source_id = $1 AND bucket_ms >= $2",
+            )
+            .bind(source_id)
+            .bind(watermark - span)
+            .fetch_all(&mut *transaction)
+            .await?;
+            for (bucket_ms, attribute, group, counts) in fairness {
+                self.fairness.restore_bucket(partition, attribute as usize, &group, bucket_ms, three(&counts));
+                buckets += 1;
+            }
+            let totals: Vec<(i16, String, Vec<i64>)> =
+                sqlx::query_as("SELECT attribute, grp, counts FROM monitor_fairness_totals WHERE source_id = $1")
+                    .bind(source_id)
+                    .fetch_all(&mut *transaction)
+                    .await?;
+            for (attribute, group, counts) in totals {
+                self.fairness.restore_total(partition, attribute as usize, &group, three(&counts));
+            }
+            let drift: Vec<(i64, i16, Vec<i64>)> = sqlx::query_as(
+                "SELECT bucket_ms, series, counts FROM monitor_drift WHERE source_id = $1 AND bucket_ms >= $2",
+            )
+            .bind(source_id)
+            .bind(watermark - span)
+            .fetch_all(&mut *transaction)
+            .await?;
+            for (bucket_ms, series, counts) in drift {
+                let bins: Vec<u64> = counts.iter().map(|count| (*count).max(0) as u64).collect();
+                self.drift.restore_bucket(partition, series as usize, bucket_ms, &bins);
+                buckets += 1;
+            }
+        }
+        transaction.commit().await?;
+        Ok(buckets)
+    }
+
+    /// Re-reads the outcome window of the outcomes topic's `partitions` (stored before `before`),
+    /// joined to the decisions of the model `model_sha256`; returns the rows read.
+    pub async fn rebuild_outcomes(
+        &self,
+        pool: &PgPool,
+        topic: &str,
+        partitions: &[i32],
+        before: DateTime<Utc>,
+        model_sha256: &str,
+        window_seconds: i64,
+    ) -> Result<u64, MonitorError> {
+        let mut rows = sqlx::query(
+            "SELECT o.source_partition, o.observed_at, o.defaulted, a.outcome = 0, a.probability_of_default,
+                    a.sex_status, a.age_in_years, a.foreign_worker
+             FROM loan_outcomes o
+             JOIN application_decisions a ON a.application_key = application_key(o.application_id) AND a.model_sha256 = $4
+             WHERE o.source_topic = $1 AND o.source_partition = ANY($2) AND o.written_at < $3
+               AND o.observed_at >= (SELECT max(observed_at) FROM loan_outcomes WHERE source_topic = $1 AND source_partition = ANY($2))
+                                    - make_interval(secs => $5)",
+        )
+        .bind(topic)
+        .bind(partitions)
+        .bind(before)
+        .bind(model_sha256)
+        .bind(window_seconds as f64)
+        .fetch(pool);
+        let mut count = 0;
+        while let Some(row) = rows.try_next().await? {
+            let observed: DateTime<Utc> = row.get(1);
+            self.outcomes.record(&LabelledDecision {
+                partition: row.get(0),
+                observed_millis: observed.timestamp_millis(),
+                defaulted: row.get(2),
+                approved: row.get(3),
+                probability_of_default: row.get(4),
+                protected: ProtectedAttributes {
+                    personal_status_and_sex: row.get(5),
+                    age_in_years: row.get::<Option<i16>, _>(6).map(i32::from),
+                    foreign_worker: row.get(7),
+                },
+            });
+            count += 1;
+        }
+        Ok(count)
+    }
+}

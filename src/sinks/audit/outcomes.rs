@@ -1,0 +1,69 @@
+//! Delayed outcomes: stored in `loan_outcomes` (idempotently, first observation wins) and joined
+//! to the decisions of one model.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::Row;
+
+use super::AuditStore;
+use crate::domain::{InputRecord, LoanOutcome, ProtectedAttributes};
+use crate::sinks::SinkError;
+
+/// A stored decision as the outcome join needs it: approved, probability of default, groups.
+pub type JoinedDecision = (bool, f64, ProtectedAttributes);
+
+impl AuditStore {
+    /// Stores `outcomes` (each with the record it came from) in one transaction.
+    pub async fn store_outcomes(&self, outcomes: &[(&InputRecord, LoanOutcome)]) -> Result<(), SinkError> {
+        let mut transaction = self.pool().begin().await?;
+        for (record, outcome) in outcomes {
+            sqlx::query(
+                "INSERT INTO loan_outcomes (application_id, defaulted, observed_at, source_topic, source_partition, source_offset)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (application_id) DO NOTHING",
+            )
+            .bind(&outcome.application_id)
+            .bind(outcome.defaulted)
+            .bind(millis(outcome.observed_at))
+            .bind(&*record.topic)
+            .bind(record.partition)
+            .bind(record.offset)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The decisions model `model_sha256` made for `application_ids`, by application id.
+    pub async fn decisions_of(
+        &self,
+        application_ids: &[&str],
+        model_sha256: &str,
+    ) -> Result<HashMap<String, JoinedDecision>, SinkError> {
+        let rows = sqlx::query(
+            "SELECT application_id, outcome = 0, probability_of_default, sex_status, age_in_years, foreign_worker
+             FROM application_decisions
+             WHERE application_key = ANY(SELECT application_key(id) FROM unnest($1::text[]) AS id) AND model_sha256 = $2",
+        )
+        .bind(application_ids)
+        .bind(model_sha256)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let protected = ProtectedAttributes {
+                    personal_status_and_sex: row.get(3),
+                    age_in_years: row.get::<Option<i16>, _>(4).map(i32::from),
+                    foreign_worker: row.get(5),
+                };
+                (row.get(0), (row.get(1), row.get(2), protected))
+            })
+            .collect())
+    }
+}
+
+fn millis(value: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(value).single().unwrap_or_else(Utc::now)
+}

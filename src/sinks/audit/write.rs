@@ -1,0 +1,242 @@
+//! One batch's audit transaction.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use sqlx::{PgConnection, Row};
+
+use super::copy::CopyBuffer;
+use super::{counts, stored, AuditStore};
+use crate::domain::{application_key, outcome_code, AuditRow, BucketCounts, DecisionPolicy, GENESIS};
+use crate::sinks::SinkError;
+
+/// What a batch's audit transaction did.
+#[derive(Debug, Default)]
+pub struct BatchWrite {
+    /// Positions (in the rows given) of the rows inserted now: new decisions.
+    pub inserted: Vec<usize>,
+    /// The stored decision of every application asked about or found already decided (by an
+    /// earlier batch, another replica, or an earlier row of this batch), by application id.
+    pub stored: HashMap<String, AuditRow>,
+}
+
+/// How far a batch takes its source partitions: (topic, partition, next offset) lists.
+#[derive(Debug, Default)]
+pub struct Progress<'a> {
+    /// The batch's partitions: every record below the offset has its outcome.
+    pub audited: &'a [(Arc<str>, i32, i64)],
+    /// Partitions whose outcomes below the offset were announced since the last write.
+    pub announced: &'a [(Arc<str>, i32, i64)],
+}
+
+/// A source partition's row, locked for the transaction.
+struct Source {
+    id: i32,
+    last_seq: i64,
+    last_hash: [u8; 32],
+    through: i64,
+    announced: i64,
+}
+
+impl AuditStore {
+    /// Writes a batch in one transaction. `rows` are new decisions in consumption order;
+    /// `progress.audited` gives, per (topic, partition) the batch covers, the next offset to
+    /// consume (every record below it then has its outcome), and `progress.announced` the same
+    /// for the batches whose announcement committed since the last write; `count` gives the
+    /// monitors' counts of the rows that turn out new.
+    pub async fn write_batch(
+        &self,
+        rows: &[&AuditRow],
+        progress: &Progress<'_>,
+        count: &(dyn Fn(&[&AuditRow]) -> BucketCounts + Sync),
+    ) -> Result<BatchWrite, SinkError> {
+        self.partitions.ensure(&self.pool, rows.iter().map(|row| row.processed_at)).await?;
+        let mut transaction = self.pool.begin().await?;
+        let connection: &mut PgConnection = &mut transaction;
+        let mut sources = lock_sources(connection, progress, rows).await?;
+        let keys: Vec<[u8; 16]> = rows.iter().map(|row| application_key(&row.application_id)).collect();
+        let key_bytes: Vec<&[u8]> = keys.iter().map(|key| &key[..]).collect();
+        let found: HashSet<Vec<u8>> =
+            sqlx::query_scalar("SELECT application_key FROM decided_applications WHERE application_key = ANY($1)")
+                .bind(&key_bytes)
+                .fetch_all(&mut *connection)
+                .await?
+                .into_iter()
+                .collect();
+        let mut write = BatchWrite::default();
+        let mut fresh_keys: HashMap<[u8; 16], usize> = HashMap::new();
+        let mut already: Vec<&str> = Vec::new();
+        for (position, (row, key)) in rows.iter().zip(&keys).enumerate() {
+            if found.contains(&key[..]) {
+                already.push(&row.application_id);
+            } else if let Some(first) = fresh_keys.get(key) {
+                write.stored.insert(row.application_id.clone(), rows[*first].clone());
+            } else {
+                fresh_keys.insert(*key, position);
+                write.inserted.push(position);
+            }
+        }
+        let fresh: Vec<&AuditRow> = write.inserted.iter().map(|position| rows[*position]).collect();
+        let mut policy_ids: Vec<(i16, Arc<DecisionPolicy>)> = Vec::new();
+        let mut decisions = CopyBuffer::new(fresh.len() * 320);
+        let mut claims = CopyBuffer::new(fresh.len() * 64);
+        for (row, key) in fresh.iter().zip(write.inserted.iter().map(|position| &keys[*position])) {
+            let policy_id = match policy_ids.iter().find(|(_, policy)| Arc::ptr_eq(policy, &row.policy)) {
+                Some((id, _)) => *id,
+                None => {
+                    let id = self.policies.id_of(connection, &row.policy).await?;
+                    policy_ids.push((id, Arc::clone(&row.policy)));
+                    id
+                }
+            };
+            let source = sources
+                .get_mut(&(Arc::clone(&row.source_topic), row.source_partition))
+                .ok_or_else(|| SinkError::ConcurrentWriter(format!("{}/{}", row.source_topic, row.source_partition)))?;
+            let seq = source.last_seq + 1;
+            let hash = row.hash(seq, &source.last_hash);
+            (source.last_seq, source.last_hash) = (seq, hash);
+            encode_decision(&mut decisions, row, source.id, seq, policy_id, &hash);
+            claims.row(4).bytea(key).int4(source.id).int8(seq).timestamptz(row.processed_at);
+        }
+        if !fresh.is_empty() {
+            copy(connection, DECISIONS_COPY, decisions).await?;
+            copy(connection, "COPY decided_applications FROM STDIN (FORMAT binary)", claims).await?;
+        }
+        let counts = count(&fresh);
+        let by_partition: HashMap<i32, i32> =
+            sources.iter().map(|((_, partition), source)| (*partition, source.id)).collect();
+        advance_sources(connection, &sources, &counts, &by_partition).await?;
+        counts::add(connection, &counts, &by_partition).await?;
+        write.stored.extend(stored::stored_decisions(connection, &self.policies, &already).await?);
+        transaction.commit().await?;
+        for (id, policy) in &policy_ids {
+            self.policies.remember(*id, policy);
+        }
+        Ok(write)
+    }
+}
+
+const DECISIONS_COPY: &str =
+    "COPY decisions (source_id, chain_seq, source_offset, application_id, policy_id, outcome, \
+     probability_of_default, inputs, reasons, contributions, sex_status, age_in_years, foreign_worker, schema_id, \
+     event_time, consumed_at, processed_at, row_hash) FROM STDIN (FORMAT binary)";
+
+fn encode_decision(buffer: &mut CopyBuffer, row: &AuditRow, source_id: i32, seq: i64, policy_id: i16, hash: &[u8; 32]) {
+    let entries: Vec<i16> = row.reasons.iter().map(|reason| reason.entry).collect();
+    let contributions: Vec<f64> = row.reasons.iter().map(|reason| reason.contribution).collect();
+    let protected = &row.protected;
+    let age = protected.age_in_years.and_then(|age| i16::try_from(age).ok());
+    buffer
+        .row(18)
+        .int4(source_id)
+        .int8(seq)
+        .int8(row.source_offset)
+        .text(&row.application_id)
+        .int2(policy_id)
+        .int2(outcome_code(row.outcome))
+        .float8(row.probability_of_default)
+        .float8_array(&row.inputs)
+        .int2_array(&entries)
+        .float8_array(&contributions)
+        .optional_text(protected.personal_status_and_sex.as_deref())
+        .optional_int2(age)
+        .optional_text(protected.foreign_worker.as_deref())
+        .int4(row.schema_id)
+        .timestamptz(row.event_time)
+        .timestamptz(row.consumed_at)
+        .timestamptz(row.processed_at)
+        .bytea(hash);
+}
+
+async fn copy(connection: &mut PgConnection, statement: &str, buffer: CopyBuffer) -> Result<(), SinkError> {
+    let mut copy = connection.copy_in_raw(statement).await?;
+    copy.send(buffer.finish()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// Creates (when new) and locks the rows of every source partition the batch touches, in key
+/// order (one lock order for every writer), and reads their chain heads.
+async fn lock_sources(
+    connection: &mut PgConnection,
+    progress: &Progress<'_>,
+    rows: &[&AuditRow],
+) -> Result<BTreeMap<(Arc<str>, i32), Source>, SinkError> {
+    let mut through: BTreeMap<(Arc<str>, i32), (i64, i64)> = BTreeMap::new();
+    for (topic, partition, next) in progress.audited {
+        let entry = through.entry((Arc::clone(topic), *partition)).or_default();
+        entry.0 = entry.0.max(*next);
+    }
+    for (topic, partition, next) in progress.announced {
+        let entry = through.entry((Arc::clone(topic), *partition)).or_default();
+        entry.1 = entry.1.max(*next);
+    }
+    for row in rows {
+        through.entry((Arc::clone(&row.source_topic), row.source_partition)).or_default();
+    }
+    if through.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let topics: Vec<&str> = through.keys().map(|(topic, _)| &**topic).collect();
+    let partitions: Vec<i32> = through.keys().map(|(_, partition)| *partition).collect();
+    let locked = sqlx::query(
+        "INSERT INTO source_partitions (topic, partition, chain_last_hash) \
+         SELECT t, p, $3 FROM unnest($1::text[], $2::int[]) AS v(t, p) ORDER BY t, p \
+         ON CONFLICT (topic, partition) DO UPDATE SET topic = EXCLUDED.topic \
+         RETURNING topic, partition, source_id, chain_last_seq, chain_last_hash",
+    )
+    .bind(&topics)
+    .bind(&partitions)
+    .bind(&GENESIS[..])
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut sources = BTreeMap::new();
+    for row in locked {
+        let key = (Arc::<str>::from(row.try_get::<String, _>(0)?), row.try_get::<i32, _>(1)?);
+        let hash: Vec<u8> = row.try_get(4)?;
+        let source = Source {
+            id: row.try_get(2)?,
+            last_seq: row.try_get(3)?,
+            last_hash: hash.try_into().unwrap_or(GENESIS),
+            through: through.get(&key).map_or(0, |through| through.0),
+            announced: through.get(&key).map_or(0, |through| through.1),
+        };
+        sources.insert(key, source);
+    }
+    Ok(sources)
+}
+
+/// Moves each source's chain head, audited-through offset (never backwards) and event watermark.
+async fn advance_sources(
+    connection: &mut PgConnection,
+    sources: &BTreeMap<(Arc<str>, i32), Source>,
+    counts: &BucketCounts,
+    by_partition: &HashMap<i32, i32>,
+) -> Result<(), SinkError> {
+    let watermark = |source_id: i32| {
+        counts
+            .watermarks
+            .iter()
+            .filter(|(partition, _)| by_partition.get(partition) == Some(&source_id))
+            .map(|(_, millis)| *millis)
+            .max()
+    };
+    sqlx::query(
+        "UPDATE source_partitions AS s SET chain_last_seq = v.last_seq, chain_last_hash = v.last_hash, \
+           audited_through = GREATEST(s.audited_through, v.through), \
+           announced_through = GREATEST(s.announced_through, v.announced), \
+           event_watermark_ms = GREATEST(s.event_watermark_ms, v.watermark), updated_at = now() \
+         FROM unnest($1::int[], $2::int8[], $3::bytea[], $4::int8[], $5::int8[], $6::int8[]) \
+           AS v(id, last_seq, last_hash, through, watermark, announced) \
+         WHERE s.source_id = v.id",
+    )
+    .bind(sources.values().map(|source| source.id).collect::<Vec<_>>())
+    .bind(sources.values().map(|source| source.last_seq).collect::<Vec<_>>())
+    .bind(sources.values().map(|source| &source.last_hash[..]).collect::<Vec<_>>())
+    .bind(sources.values().map(|source| source.through).collect::<Vec<_>>())
+    .bind(sources.values().map(|source| watermark(source.id)).collect::<Vec<_>>())
+    .bind(sources.values().map(|source| source.announced).collect::<Vec<_>>())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! Announcements to Kafka. Decisions and dead letters go out in Kafka transactions that also
+//! commit the consumer's offsets (`send_offsets_to_transaction`): a `read_committed` reader sees
+//! each batch's announcements exactly once, or not at all until the batch is retried. Alert events
+//! go out on a separate, plain producer.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer, ThreadedProducer};
+use rdkafka::TopicPartitionList;
+
+use super::SinkError;
+use crate::domain::{DeadLetter, InputRecord};
+
+/// Header names on dead-letter records.
+pub mod headers {
+    pub const ERROR_KIND: &str = "dlq.error.kind";
+    pub const ERROR_MESSAGE: &str = "dlq.error.message";
+    pub const SOURCE_TOPIC: &str = "dlq.source.topic";
+    pub const SOURCE_PARTITION: &str = "dlq.source.partition";
+    pub const SOURCE_OFFSET: &str = "dlq.source.offset";
+    pub const FAILED_AT: &str = "dlq.failed_at";
+    /// On decisions and dead letters: `<producer run>:<transaction number>`, the Kafka
+    /// transaction the record went out in (records of one transaction share it).
+    pub const TRANSACTION: &str = "credit.transaction";
+}
+
+/// A record to announce.
+pub enum Publication<'a> {
+    Decision { application_id: &'a str, payload: &'a [u8] },
+    DeadLetter { record: &'a InputRecord, reason: &'a DeadLetter },
+}
+
+/// How long one transaction step may take before it counts as failed.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Transactional = ThreadedProducer<DefaultProducerContext>;
+
+/// The transactional producer of the decisions and dead-letter topics. Its calls block: run
+/// them off the async runtime. A producer left unusable by a fatal error (the broker lost its
+/// transaction state, say) is replaced by a new one with the same transactional id; a producer
+/// fenced by another instance with that id is not: that instance took over, this one must stop.
+pub struct DecisionProducer {
+    producer: std::sync::Mutex<std::sync::Arc<Transactional>>,
+    config: ClientConfig,
+    decisions_topic: String,
+    dead_letter_topic: String,
+    /// This producer's run: random, new on every start.
+    run: String,
+    /// Transactions begun so far.
+    transactions: std::sync::atomic::AtomicU64,
+}
+
+/// Error codes that mean another instance with our transactional id took over.
+fn fenced(code: RDKafkaErrorCode) -> bool {
+    matches!(code, RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced | RDKafkaErrorCode::InvalidProducerEpoch)
+}
+
+fn client_config(bootstrap_servers: &str, client_properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
+    for (key, value) in client_properties {
+        config.set(key, value);
+    }
+    config
+}
+
+impl DecisionProducer {
+    /// Creates the producer with `transactional_id` and initialises its transactions, fencing
+    /// any earlier incarnation with the same id (blocking).
+    pub fn start(
+        bootstrap_servers: &str,
+        client_properties: &BTreeMap<String, String>,
+        transactional_id: &str,
+        decisions_topic: &str,
+        dead_letter_topic: &str,
+    ) -> Result<Self, SinkError> {
+        let mut config = client_config(bootstrap_servers, client_properties);
+        config.set("transactional.id", transactional_id).set("enable.idempotence", "true");
+        let producer = std::sync::Arc::new(initialised(&config)?);
+        Ok(Self {
+            producer: std::sync::Mutex::new(producer),
+            config,
+            decisions_topic: decisions_topic.to_owned(),
+            dead_letter_topic: dead_letter_topic.to_owned(),
+            run: format!("{:016x}", rand::random::<u64>()),
+            transactions: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// This producer's run, the first part of its records' [`headers::TRANSACTION`].
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
+    /// The producer to use, replacing one left unusable by a fatal error that is not fencing.
+    fn current(&self) -> Result<std::sync::Arc<Transactional>, SinkError> {
+        let mut producer = self.producer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            if fenced(code) {
+                return Err(SinkError::Fenced(reason));
+            }
+            tracing::warn!(%code, %reason, "the transactional producer failed fatally; starting a new one");
+            *producer = std::sync::Arc::new(initialised(&self.config)?);
+        }
+        Ok(std::sync::Arc::clone(&producer))
+    }
+
+    /// Drops the producer, waiting at most `timeout` for librdkafka to let go of it.
+    pub fn close(self, timeout: Duration) {
+        let (closed, done) = std::sync::mpsc::channel();
+        let _ = std::thread::Builder::new().name("producer-close".into()).spawn(move || {
+            drop(self);
+            let _ = closed.send(());
+        });
+        if done.recv_timeout(timeout).is_err() {
+            tracing::warn!(?timeout, "the producer did not close in time; leaving it to the process exit");
+        }
+    }
+
+    /// Announces `publications` and commits `offsets` for the consumer group `group`, in one
+    /// transaction (blocking). On failure the transaction is aborted: nothing of it is visible.
+    pub fn publish(
+        &self,
+        publications: &[Publication<'_>],
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), SinkError> {
+        let producer = self.current()?;
+        producer.begin_transaction()?;
+        let number = self.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let transaction = format!("{}:{number}", self.run);
+        let result = self.send_and_commit(&producer, &transaction, publications, offsets, group);
+        if result.is_err() && producer.client().fatal_error().is_none() {
+            let _ = producer.abort_transaction(TRANSACTION_TIMEOUT);
+        }
+        result
+    }
+
+    fn send_and_commit(
+        &self,
+        producer: &Transactional,
+        transaction: &str,
+        publications: &[Publication<'_>],
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), SinkError> {
+        let failed_at = Utc::now().to_rfc3339();
+        for publication in publications {
+            match publication {
+                Publication::Decision { application_id, payload } => {
+                    let record = BaseRecord::<'_, str, [u8]>::to(&self.decisions_topic)
+                        .key(application_id)
+                        .payload(payload)
+                        .headers(OwnedHeaders::new().insert(header(headers::TRANSACTION, transaction)));
+                    send(producer, record)?;
+                }
+                Publication::DeadLetter { record, reason } => {
+                    let (partition, offset) = (record.partition.to_string(), record.offset.to_string());
+                    let headers = OwnedHeaders::new()
+                        .insert(header(headers::ERROR_KIND, reason.kind))
+                        .insert(header(headers::ERROR_MESSAGE, &reason.message))
+                        .insert(header(headers::SOURCE_TOPIC, &record.topic))
+                        .insert(header(headers::SOURCE_PARTITION, &partition))
+                        .insert(header(headers::SOURCE_OFFSET, &offset))
+                        .insert(header(headers::FAILED_AT, &failed_at))
+                        .insert(header(headers::TRANSACTION, transaction));
+                    let mut out = BaseRecord::<'_, [u8], [u8]>::to(&self.dead_letter_topic).headers(headers);
+                    if let Some(key) = &record.key {
+                        out = out.key(key.as_slice());
+                    }
+                    if let Some(value) = &record.value {
+                        out = out.payload(value.as_slice());
+                    }
+                    send(producer, out)?;
+                }
+            }
+        }
+        producer.send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)?;
+        producer.commit_transaction(TRANSACTION_TIMEOUT)?;
+        Ok(())
+    }
+}
+
+/// A producer with `config`, its transactions initialised (fencing an earlier incarnation).
+fn initialised(config: &ClientConfig) -> Result<Transactional, SinkError> {
+    let producer: Transactional = config.create()?;
+    producer.init_transactions(TRANSACTION_TIMEOUT)?;
+    Ok(producer)
+}
+
+/// Queues one record, waiting while librdkafka's queue is full.
+fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
+    producer: &Transactional,
+    mut record: BaseRecord<'_, K, P>,
+) -> Result<(), SinkError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((error, _)) => return Err(error.into()),
+        }
+    }
+}
+
+/// A plain producer for alert events (state changes, at least once).
+pub struct Publisher {
+    producer: FutureProducer,
+}
+
+impl Publisher {
+    /// Creates the producer (acks=all; extra properties passed through).
+    pub fn new(bootstrap_servers: &str, client_properties: &BTreeMap<String, String>) -> Result<Self, SinkError> {
+        Ok(Self { producer: client_config(bootstrap_servers, client_properties).create()? })
+    }
+
+    /// Sends one record and waits for the broker's acknowledgement.
+    pub async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), SinkError> {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        self.producer.send(record, Duration::from_secs(30)).await.map_err(|(error, _)| error)?;
+        Ok(())
+    }
+
+    /// Waits for queued records to be delivered.
+    pub fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
+        Ok(self.producer.flush(timeout)?)
+    }
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header { key, value: Some(value) }
+}

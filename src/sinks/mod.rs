@@ -1,0 +1,65 @@
+//! Where durable results go: decisions, dead letters and alert events to Kafka (`kafka`);
+//! audit rows and outcomes to PostgreSQL (`audit`).
+
+mod audit;
+mod kafka;
+
+use crate::error::{Retriable, Retry};
+
+pub use audit::{read_decision, AuditStore, BatchWrite, Progress, DECISION_COLUMNS};
+pub use kafka::{DecisionProducer, Publication, Publisher};
+
+/// Why a sink could not take a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("invalid database URL: {0}")]
+    Url(sqlx::Error),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("another writer added rows to chain {0} concurrently; the batch is retried")]
+    ConcurrentWriter(String),
+    #[error("stored audit row {decision_id} is unreadable: {reason}")]
+    Unreadable { decision_id: String, reason: String },
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the consumer has not joined its group yet: no group metadata for the transaction")]
+    NoGroupMetadata,
+    #[error("a blocking Kafka call was interrupted")]
+    Interrupted,
+    #[error("the transactional producer was fenced: another instance with this transactional id took over ({0})")]
+    Fenced(String),
+}
+
+impl Retriable for SinkError {
+    /// An unreachable database or broker is waited out (and reported not ready); a lost race
+    /// with another writer is retried with the database still counted healthy.
+    fn retry(&self) -> Retry {
+        match self {
+            Self::Database(sqlx::Error::Database(error))
+                if matches!(error.code().as_deref(), Some("23505" | "40001" | "40P01")) =>
+            {
+                Retry::Conflict
+            }
+            Self::Database(_) | Self::Kafka(_) | Self::NoGroupMetadata | Self::Interrupted => Retry::Unavailable,
+            Self::Migrate(sqlx::migrate::MigrateError::Execute(_)) => Retry::Unavailable,
+            Self::ConcurrentWriter(_) => Retry::Conflict,
+            Self::Url(_) | Self::Migrate(_) | Self::Unreadable { .. } | Self::Fenced(_) => Retry::Never,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chain-head conflict is retried without marking the database down; a lost connection
+    /// marks it down; a bad URL is never retried.
+    #[test]
+    fn errors_say_whether_and_how_to_retry() {
+        assert_eq!(SinkError::ConcurrentWriter("t/0".into()).retry(), Retry::Conflict);
+        assert_eq!(SinkError::Database(sqlx::Error::PoolTimedOut).retry(), Retry::Unavailable);
+        assert_eq!(SinkError::Url(sqlx::Error::PoolClosed).retry(), Retry::Never);
+    }
+}
