@@ -1,7 +1,8 @@
 //! Making a decided batch durable, in this order: one audit transaction (new rows, their claims on
 //! their applications, chain heads, audited-through offsets, monitor counts), then one Kafka
 //! transaction announcing the batch (new decisions, stored decisions of applications decided
-//! before, dead letters) with the consumer's offsets. A crash between the two leaves decisions
+//! before, dead letters) with the consumer's offsets; a batch that announces nothing commits its
+//! offsets through the consumer group instead. A crash between the two leaves decisions
 //! audited but not announced: their records are redelivered and their stored decisions announced.
 //! Each step is retried until it succeeds; records of partitions revoked meanwhile are dropped.
 
@@ -18,7 +19,7 @@ use super::Abandoned;
 use crate::domain::{AuditRow, InputRecord, Outcome};
 use crate::error::{Retriable, Retry};
 use crate::sinks::{BatchWrite, Progress, Publication, SinkError};
-use crate::sources::{next_offsets, partition_list};
+use crate::sources::{next_offsets, partition_list, SourceError};
 
 impl Pipeline {
     /// Audits, then announces the batch; returns the positions of the outcomes whose rows are new
@@ -113,8 +114,16 @@ impl Pipeline {
             if next.is_empty() {
                 return Ok(next);
             }
-            let group = self.source.group_metadata().ok_or(SinkError::NoGroupMetadata)?;
             let offsets = partition_list(&next);
+            if publications.is_empty() {
+                // Nothing to make atomic with the offsets: the group commits them itself (its
+                // generation is checked as in a transaction). Tansu commits an offsets-only
+                // transaction only when it is the producer's first.
+                let result = tokio::task::block_in_place(|| self.source.commit_offsets(&offsets));
+                self.observe_stage("publish", started);
+                return result.map(|()| next).map_err(|SourceError::Kafka(error)| SinkError::Kafka(error));
+            }
+            let group = self.source.group_metadata().ok_or(SinkError::NoGroupMetadata)?;
             let result = tokio::task::block_in_place(|| self.producer.publish(&publications, &offsets, &group));
             self.observe_stage("publish", started);
             result.map(|()| next)

@@ -226,6 +226,11 @@ impl Source {
         }
     }
 
+    /// Commits `offsets` for the group now (blocking), checked against the group's generation.
+    pub fn commit_offsets(&self, offsets: &TopicPartitionList) -> Result<(), SourceError> {
+        Ok(self.consumer.commit(offsets, CommitMode::Sync)?)
+    }
+
     /// Commits stored offsets now.
     pub fn commit(&self) -> Result<(), SourceError> {
         Ok(self.consumer.commit_consumer_state(CommitMode::Sync)?)
