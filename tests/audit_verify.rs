@@ -13,18 +13,6 @@ use credit_devtools::replay::replay;
 use credit_worker::domain::PROTECTED_ATTRIBUTES;
 use credit_worker::model::ModelBundle;
 
-fn audit(args: &[&str], database_url: &str) -> (bool, String) {
-    let output = Command::new(worker_binary())
-        .current_dir(repo_root())
-        .arg("audit")
-        .args(args)
-        .args(["--database-url", database_url])
-        .output()
-        .expect("running credit-worker audit");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), text)
-}
-
 /// 1000 audit rows re-score 100% identically (probability bits, decision, reasons); every
 /// decline has reasons and no reason names a protected attribute; an edited probability is
 /// reported both as a broken chain and as a re-scoring mismatch, and verification passes again
@@ -45,7 +33,7 @@ async fn audit_rows_reproduce_and_tampering_is_detected() {
     assert!(worker.terminate(Duration::from_secs(20)));
 
     let url = deployment.database_url.as_str();
-    let (passed, report) = audit(&["verify", "--models-root", "models"], url);
+    let (passed, report) = audit_command(&["verify", "--models-root", "models"], url);
     println!("{report}");
     assert!(passed, "{report}");
     assert!(report.contains("1000 rows (credit-v1 1000): 1000 identical (100.00%), 0 mismatches"), "{report}");
@@ -62,7 +50,7 @@ async fn audit_rows_reproduce_and_tampering_is_detected() {
         .status()
         .unwrap();
     assert!(status.success(), "pg_restore");
-    let (passed, report) = audit(&["verify", "--models-root", "models"], &restored);
+    let (passed, report) = audit_command(&["verify", "--models-root", "models"], &restored);
     assert!(passed && report.contains("1000 identical (100.00%)"), "restored copy: {report}");
 
     let declines_without: i64 =
@@ -112,39 +100,39 @@ async fn audit_rows_reproduce_and_tampering_is_detected() {
             .execute(&pool)
     };
     set(original + 1e-9).await.unwrap();
-    let (passed, report) = audit(&["verify", "--models-root", "models"], url);
+    let (passed, report) = audit_command(&["verify", "--models-root", "models"], url);
     assert!(!passed, "{report}");
     let chain = format!("{topic}/{partition}");
     let altered = format!("{chain}: row {seq} (offset {offset}) does not match its hash: altered after it was written");
     assert!(report.contains(&altered), "{report}");
     assert!(report.contains(&format!("{chain}@{offset}: probability")), "{report}");
     set(original).await.unwrap();
-    assert!(audit(&["verify", "--models-root", "models"], url).0, "restored value verifies again");
+    assert!(audit_command(&["verify", "--models-root", "models"], url).0, "restored value verifies again");
 
     // Retention: less than 25 months is refused; a cutoff inside this month's partition keeps
     // it; a cutoff past it drops the partition, anchors every chain at its last row, and a
     // worker started afterwards chains its new rows from the anchors: all verifies.
-    let (passed, report) = audit(&["purge", "--retention-months", "24"], url);
+    let (passed, report) = audit_command(&["purge", "--retention-months", "24"], url);
     assert!(!passed && report.contains("Regulation B"), "{report}");
     let latest: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT max(processed_at) FROM decisions").fetch_one(&pool).await.unwrap();
     let as_of = (latest + chrono::Months::new(25)).to_rfc3339();
-    let (passed, report) = audit(&["purge", "--as-of", &as_of], url);
+    let (passed, report) = audit_command(&["purge", "--as-of", &as_of], url);
     assert!(passed, "{report}");
     assert_eq!(count().await, 1000, "the month is not over: {report}");
     let as_of = (latest + chrono::Months::new(27)).to_rfc3339();
-    let (passed, report) = audit(&["purge", "--as-of", &as_of], url);
+    let (passed, report) = audit_command(&["purge", "--as-of", &as_of], url);
     println!("{report}");
     assert!(passed && report.contains("1 partitions dropped"), "{report}");
     assert_eq!(count().await, 0);
-    let (passed, report) = audit(&["verify", "--models-root", "models"], url);
+    let (passed, report) = audit_command(&["verify", "--models-root", "models"], url);
     assert!(passed, "anchored chains verify: {report}");
     let mut worker = WorkerProcess::start(&deployment, &[]);
     worker.wait_ready(Duration::from_secs(60)).await;
     replay(&deployment.replay_options("after-purge")).await.expect("replay");
     wait_for_audit_rows(&pool, 1000, Duration::from_secs(120)).await;
     assert!(worker.terminate(Duration::from_secs(20)));
-    let (passed, report) = audit(&["verify", "--models-root", "models"], url);
+    let (passed, report) = audit_command(&["verify", "--models-root", "models"], url);
     assert!(
         passed && report.contains("1000 rows linked, 0 breaks"),
         "rows after the purge chain from the anchors: {report}"
@@ -162,7 +150,7 @@ async fn audit_rows_reproduce_and_tampering_is_detected() {
         .execute(&pool)
         .await
         .unwrap();
-    let (passed, report) = audit(&["verify", "--models-root", "models"], url);
+    let (passed, report) = audit_command(&["verify", "--models-root", "models"], url);
     assert!(!passed, "{report}");
     assert!(report.contains(&format!("{chain}: rows {seq}..{seq} are missing")), "{report}");
 }

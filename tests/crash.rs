@@ -261,12 +261,5 @@ async fn ten_kills_a_second_replica_and_a_model_swap_decide_every_application_on
     }
     assert!(worker.terminate(Duration::from_secs(30)));
 
-    let verify = std::process::Command::new(worker_binary())
-        .current_dir(repo_root())
-        .args(["audit", "verify", "--models-root", "models", "--database-url", &deployment.database_url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&verify.stdout);
-    println!("{text}");
-    assert!(verify.status.success() && text.contains("0 breaks") && text.contains("0 mismatches"), "{text}");
+    assert_audit_verifies(&deployment.database_url);
 }

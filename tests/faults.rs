@@ -81,14 +81,7 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
     logs.push(worker.log.clone());
     assert!(worker.terminate(Duration::from_secs(20)));
 
-    let verify = Command::new(worker_binary())
-        .current_dir(repo_root())
-        .args(["audit", "verify", "--models-root", "models", "--database-url", &deployment.database_url])
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&verify.stdout);
-    assert!(verify.status.success(), "{report}");
-    assert!(report.contains("0 breaks"), "{report}");
+    assert_audit_verifies(&deployment.database_url);
 
     let personal_status: HashSet<String> = credit_devtools::dataset::read_german_credit(&data_path())
         .unwrap()

@@ -75,13 +75,6 @@ async fn a_legacy_audit_table_migrates_and_its_applications_stay_decided_once() 
     }
     assert_eq!(resent, RESENT);
 
-    let verify = std::process::Command::new(worker_binary())
-        .current_dir(repo_root())
-        .args(["audit", "verify", "--models-root", "models", "--database-url", &deployment.database_url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&verify.stdout);
-    println!("{text}");
-    assert!(verify.status.success() && text.contains("0 breaks") && text.contains("0 mismatches"), "{text}");
+    let text = assert_audit_verifies(&deployment.database_url);
     assert!(text.contains(&format!("{}", LEGACY_ROWS + NEW as i64)), "verify covers every row: {text}");
 }

@@ -322,6 +322,29 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// Runs `credit-worker audit <args> --database-url <database_url>` from the repository root;
+/// returns whether it succeeded and what it printed (stdout, then stderr).
+pub fn audit_command(args: &[&str], database_url: &str) -> (bool, String) {
+    let output = Command::new(worker_binary())
+        .current_dir(repo_root())
+        .arg("audit")
+        .args(args)
+        .args(["--database-url", database_url])
+        .output()
+        .expect("running credit-worker audit");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+/// `audit verify` over the whole database passes: no broken chain, no re-scoring mismatch.
+/// Returns its report.
+pub fn assert_audit_verifies(database_url: &str) -> String {
+    let (passed, report) = audit_command(&["verify", "--models-root", "models"], database_url);
+    println!("{report}");
+    assert!(passed && report.contains("0 breaks") && report.contains("0 mismatches"), "{report}");
+    report
+}
+
 /// The path of the committed model directory.
 pub fn model_dir() -> PathBuf {
     repo_root().join("models/credit-v1")
