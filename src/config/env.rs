@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use figment::error::Kind;
 use figment::providers::Serialized;
 use figment::value::{Dict, Value};
 use figment::Figment;
@@ -12,18 +13,37 @@ use super::{ConfigError, RawConfig};
 pub const ENV_PREFIX: &str = "CREDIT_WORKER__";
 
 impl RawConfig {
-    /// Extracts from `base` overlaid with the environment overrides.
+    /// Extracts from `base` overlaid with the environment overrides. An empty variable counts
+    /// as unset; an error in a variable's value or key is reported under the variable's name.
     pub fn from_figment(base: Figment, environment: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let mut figment = base;
+        let mut overrides: Vec<(&str, Vec<String>)> = Vec::new();
         for (name, value) in environment {
             let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            if value.is_empty() {
+                continue;
+            }
             // Nest by `__` only, so a segment may contain dots (librdkafka property names).
+            let path: Vec<String> = key.to_ascii_lowercase().split("__").map(str::to_owned).collect();
             let mut nested: Value = value.parse().unwrap_or_else(|never| match never {});
-            for segment in key.to_ascii_lowercase().rsplit("__") {
-                nested = Value::from(Dict::from([(segment.to_owned(), nested)]));
+            for segment in path.iter().rev() {
+                nested = Value::from(Dict::from([(segment.clone(), nested)]));
             }
             figment = figment.merge(Serialized::defaults(nested));
+            overrides.push((name, path));
         }
-        figment.extract().map_err(|error| ConfigError::Parse(Box::new(error)))
+        figment.extract().map_err(|error| {
+            // An unknown key's error path may or may not end with the key itself.
+            let mut with_field = error.path.clone();
+            if let Kind::UnknownField(field, _) = &error.kind {
+                with_field.push(field.clone());
+            }
+            match overrides.iter().find(|(_, key)| *key == error.path || *key == with_field) {
+                Some((variable, _)) => {
+                    ConfigError::Environment { variable: (*variable).to_owned(), source: Box::new(error) }
+                }
+                None => ConfigError::Parse(Box::new(error)),
+            }
+        })
     }
 }

@@ -31,6 +31,8 @@ pub enum ConfigError {
     MissingFile(PathBuf),
     #[error("{0}")]
     Parse(#[from] Box<figment::Error>),
+    #[error("environment variable {variable}: {source}")]
+    Environment { variable: String, source: Box<figment::Error> },
     #[error("config key `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
 }
@@ -112,6 +114,36 @@ mod tests {
         assert!(error_text(load("[nonsense]\na = 1", &[])).contains("nonsense"));
     }
 
+    /// An empty environment variable counts as unset: the file's value (or the default) stays.
+    #[test]
+    fn empty_environment_values_count_as_unset() {
+        let config = load(
+            "[kafka]\ninstance_id = 'worker-7'",
+            &[("CREDIT_WORKER__KAFKA__INSTANCE_ID", ""), ("CREDIT_WORKER__PIPELINE__BATCH_MAX_RECORDS", "")],
+        )
+        .unwrap();
+        assert_eq!(config.kafka.instance_id.as_deref(), Some("worker-7"));
+        assert_eq!(config.pipeline.batch_max_records, load("", &[]).unwrap().pipeline.batch_max_records);
+    }
+
+    /// A bad value or an unknown key from the environment is reported under the variable's name.
+    #[test]
+    fn environment_errors_name_the_variable() {
+        let text = error_text(load("", &[("CREDIT_WORKER__PIPELINE__BATCH_MAX_RECORDS", "many")]));
+        assert!(text.contains("CREDIT_WORKER__PIPELINE__BATCH_MAX_RECORDS"), "{text}");
+        let text = error_text(load("", &[("CREDIT_WORKER__KAFKA__BOOTSTRAP_SERVER", "x")]));
+        assert!(text.contains("CREDIT_WORKER__KAFKA__BOOTSTRAP_SERVER"), "{text}");
+    }
+
+    /// Topics must all differ, the outcomes topic included; the error names the key that clashes.
+    #[test]
+    fn clashing_topics_name_the_key_given() {
+        for key in ["decisions_topic", "dead_letter_topic", "alerts_topic", "outcomes_topic"] {
+            let text = error_text(load(&format!("[kafka]\n{key} = 'loan-applications'"), &[]));
+            assert!(text.contains(&format!("kafka.{key}")), "{key}: {text}");
+        }
+    }
+
     /// Each invalid value fails validation naming its key.
     #[test]
     fn invalid_values_name_their_key() {
@@ -128,7 +160,7 @@ mod tests {
             ("[pipeline]\nretry_max_backoff_ms = 1", "pipeline.retry_max_backoff_ms"),
             ("[http]\nlisten = 'nowhere'", "http.listen"),
             ("[logging]\nformat = 'xml'", "logging.format"),
-            ("[kafka]\nalerts_topic = 'loan-decisions'", "kafka.decisions_topic"),
+            ("[kafka]\nalerts_topic = 'loan-decisions'", "kafka.alerts_topic"),
             ("[fairness]\nbucket_seconds = 0", "fairness.window_seconds"),
             ("[fairness]\nsex_reference = 'other'", "fairness"),
             ("[fairness]\ndisparate_impact_threshold = 1.5", "fairness.disparate_impact_threshold"),

@@ -83,22 +83,18 @@ impl RawConfig {
         };
         non_empty("kafka.bootstrap_servers", &self.kafka.bootstrap_servers)?;
         non_empty("kafka.group_id", &self.kafka.group_id)?;
-        non_empty("kafka.input_topic", &self.kafka.input_topic)?;
-        non_empty("kafka.decisions_topic", &self.kafka.decisions_topic)?;
-        non_empty("kafka.dead_letter_topic", &self.kafka.dead_letter_topic)?;
-        non_empty("kafka.alerts_topic", &self.kafka.alerts_topic)?;
         let topics = [
-            &self.kafka.input_topic,
-            &self.kafka.decisions_topic,
-            &self.kafka.dead_letter_topic,
-            &self.kafka.alerts_topic,
+            ("kafka.input_topic", &self.kafka.input_topic),
+            ("kafka.decisions_topic", &self.kafka.decisions_topic),
+            ("kafka.dead_letter_topic", &self.kafka.dead_letter_topic),
+            ("kafka.alerts_topic", &self.kafka.alerts_topic),
+            ("kafka.outcomes_topic", &self.kafka.outcomes_topic),
         ];
-        let distinct: std::collections::HashSet<_> = topics.iter().collect();
-        if distinct.len() != topics.len() {
-            return Err(invalid(
-                "kafka.decisions_topic",
-                "input, decisions, dead-letter, alerts and outcomes topics must differ",
-            ));
+        for (position, (key, topic)) in topics.iter().enumerate() {
+            non_empty(key, topic)?;
+            if let Some((other, _)) = topics[..position].iter().find(|(_, earlier)| earlier == topic) {
+                return Err(invalid(key, format!("must differ from {other} (both are `{topic}`)")));
+            }
         }
         if !(1000..=300_000).contains(&self.kafka.session_timeout_ms) {
             return Err(invalid("kafka.session_timeout_ms", "must be between 1000 and 300000"));
