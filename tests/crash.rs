@@ -1,7 +1,8 @@
 //! The crash test of the "decided once" promise, at full speed with the release worker: 200 000
-//! applications pre-loaded on 4 partitions; the worker is killed with SIGKILL 10 times, at seeded
-//! random points spread over the run, and restarted each time (same instance: static membership,
-//! same transactional id);
+//! applications on 4 partitions, produced in chunks that keep the topic a little ahead of the next
+//! kill (so the stream outlasts the last kill, whichever replica drains it); the worker is killed
+//! with SIGKILL 10 times, at seeded random points spread over the run, and restarted each time
+//! (same instance: static membership, same transactional id);
 //! a second replica joins after the 4th restart and leaves (SIGTERM) after the 7th; credit-v2 is
 //! activated after the 2nd restart (later restarts come back with credit-v1 from the config).
 
@@ -132,6 +133,41 @@ fn startup(worker: &WorkerProcess) -> (f64, f64) {
     (seconds(first, subscribed), seconds(subscribed, claimed))
 }
 
+/// Events held back from the topic beyond the next kill's target.
+const STREAM_LEAD: usize = EVENTS / 40;
+
+/// The input stream, produced in chunks (each with its own application id prefix) as the test
+/// goes, so it outlasts the last kill whichever replica drains it.
+struct Stream<'a> {
+    deployment: &'a Deployment,
+    produced: usize,
+    chunks: usize,
+}
+
+impl Stream<'_> {
+    /// Produces events until the topic holds `level` of them.
+    async fn top_up(&mut self, level: usize) {
+        if level <= self.produced {
+            return;
+        }
+        self.chunks += 1;
+        let prefix = format!("crash-{}", self.chunks);
+        let chunk = ReplayOptions { count: Some(level - self.produced), ..self.deployment.replay_options(&prefix) };
+        replay(&chunk).await.expect("producing applications");
+        self.produced = level;
+    }
+}
+
+/// Seconds from `killed_at` until the restarted worker has claimed the partitions the group gave it.
+async fn partitions_claimed(worker: &WorkerProcess, killed_at: Instant) -> f64 {
+    let deadline = killed_at + Duration::from_secs(60);
+    while startup(worker).1.is_nan() {
+        assert!(Instant::now() < deadline, "no partitions claimed after the restart: {}", worker.log_text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    killed_at.elapsed().as_secs_f64()
+}
+
 /// Seconds from `killed_at` until the restarted worker has made a decision of its own.
 async fn first_decision(worker: &WorkerProcess, killed_at: Instant) -> f64 {
     let deadline = killed_at + Duration::from_secs(60);
@@ -158,8 +194,7 @@ async fn ten_kills_a_second_replica_and_a_model_swap_decide_every_application_on
     let binary = release_worker_binary();
     let deployment = Deployment::create("crash", 4).await;
     let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
-    let preload = ReplayOptions { count: Some(EVENTS), ..deployment.replay_options("crash") };
-    replay(&preload).await.expect("pre-loading the applications");
+    let mut stream = Stream { deployment: &deployment, produced: 0, chunks: 0 };
     let primary = [("CREDIT_WORKER_ADMIN_TOKEN", TOKEN), ("CREDIT_WORKER__KAFKA__INSTANCE_ID", "primary"), JSON_LOGS];
     // The second replica is a dynamic member: it leaves for good. (Tansu stalls a group's
     // rebalance while a static member is away; Apache Kafka expires it after the session timeout.)
@@ -170,14 +205,19 @@ async fn ten_kills_a_second_replica_and_a_model_swap_decide_every_application_on
     let targets: Vec<i64> = (1..=KILLS as i64)
         .map(|kill| kill * spacing + rng.gen_range(-(EVENTS as i64) / 50..EVENTS as i64 / 50))
         .collect();
+    // The topic is kept STREAM_LEAD events ahead of the next kill's target: after a kill the
+    // second replica can drain only that much before the restarted worker has its partitions.
+    let level = |kill: usize| targets.get(kill).map_or(EVENTS, |target| *target as usize + STREAM_LEAD);
+    stream.top_up(level(0)).await;
     let (mut second, mut recoveries, mut startups, mut kills) = (None, Vec::new(), Vec::new(), Vec::new());
+    let mut claims = Vec::new();
     // (producer run, offsets the group had committed once it was killed) of each killed process,
     // and the runs that started after it.
     let mut killed_runs: Vec<(String, HashMap<i32, i64>)> = Vec::new();
     let mut later_runs: Vec<Vec<String>> = Vec::new();
     let mut worker = WorkerProcess::start_binary(&binary, &deployment, &primary);
     worker.wait_ready(Duration::from_secs(60)).await;
-    for (kill, target) in (1..=KILLS).zip(targets) {
+    for (kill, target) in (1..=KILLS).zip(targets.clone()) {
         let deadline = Instant::now() + Duration::from_secs(120);
         while decided(&pool).await < target {
             assert!(Instant::now() < deadline, "no progress before kill {kill}: {}", worker.log_text());
@@ -193,6 +233,8 @@ async fn ten_kills_a_second_replica_and_a_model_swap_decide_every_application_on
         kills.push(rows);
         assert!(rows < EVENTS as i64, "kill {kill} came after the end ({rows} rows)");
         worker = WorkerProcess::start_binary(&binary, &deployment, &primary);
+        claims.push(partitions_claimed(&worker, killed_at).await);
+        stream.top_up(level(kill)).await;
         recoveries.push(first_decision(&worker, killed_at).await);
         startups.push(startup(&worker));
         let run = producer_run(&worker);
@@ -221,6 +263,7 @@ async fn ten_kills_a_second_replica_and_a_model_swap_decide_every_application_on
             .unwrap();
     let (own, join): (Vec<f64>, Vec<f64>) = startups.into_iter().unzip();
     println!("audit rows at each kill: {kills:?}; final {rows}");
+    println!("recovery, kill -> partitions claimed by the restarted worker: {}", spread(&claims));
     println!("recovery, kill -> first decision of the restarted worker: {}", spread(&recoveries));
     println!("  of which process start -> subscribed: {}", spread(&own));
     println!("  of which subscribed -> partitions assigned and claimed (the group join): {}", spread(&join));
