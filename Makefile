@@ -1,8 +1,9 @@
 # The two commands: `make demo` and `make test`. Both install what they need first (scripts/bootstrap.sh).
 SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/py/bin:$(HOME)/.cargo/bin:$(PATH)
-BIN := target/debug/credit-worker
-DEV := target/debug/credit-dev
+# One profile for everything `make` runs (demo, tests, bench): the dependencies are built once.
+BIN := target/release/credit-worker
+DEV := target/release/credit-dev
 
 .PHONY: setup build demo test lint unit stack-up stack-down train bench
 
@@ -10,15 +11,14 @@ setup:
 	bash scripts/bootstrap.sh
 
 build: setup
-	cargo build --bins --locked
+	cargo build --release --bins --locked
 
 ## Bring the local stack up, run the worker, replay the data set, print a summary.
 demo: build
 	bash scripts/demo.sh
 
-## Formatting, lints, unit + component + end-to-end tests against the local stack (the crash test runs the release worker).
+## Formatting, lints, unit + component + end-to-end tests against the local stack (release build).
 test: build lint
-	cargo build --release --locked --bin credit-worker
 	CREDIT_WORKER_BIN=$(CURDIR)/$(BIN) bash scripts/stack.sh up
 	bash scripts/run-tests.sh
 
@@ -32,7 +32,7 @@ bench: setup
 
 ## Pure unit tests only (no stack).
 unit: setup
-	cargo test --locked --lib
+	cargo test --release --locked --lib
 
 stack-up: build
 	bash scripts/stack.sh up

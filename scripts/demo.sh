@@ -7,8 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-bin="$root/target/debug/credit-worker"
-dev="$root/target/debug/credit-dev"
+bin="$root/target/release/credit-worker"
+dev="$root/target/release/credit-dev"
 state="$root/.stack"
 metrics_url="http://127.0.0.1:9464/metrics"
 database_url="postgres://postgres@127.0.0.1:5432/credit_worker"

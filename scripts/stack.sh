@@ -6,7 +6,7 @@
 # and the topics, created through the Kafka admin API.
 #
 # Usage: scripts/stack.sh up|down|status
-# Env:   CREDIT_WORKER_BIN  the credit-worker binary (default target/debug/credit-worker)
+# Env:   CREDIT_WORKER_BIN  the credit-worker binary (default target/release/credit-worker)
 #        CREDIT_DEV_BIN     the credit-dev binary (default: credit-dev beside CREDIT_WORKER_BIN)
 #        PARTITIONS         partitions per topic (default 4)
 set -euo pipefail
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 state="$root/.stack"
 mkdir -p "$state/logs" "$state/run"
-bin=${CREDIT_WORKER_BIN:-$root/target/debug/credit-worker}
+bin=${CREDIT_WORKER_BIN:-$root/target/release/credit-worker}
 dev_bin=${CREDIT_DEV_BIN:-$(dirname "$bin")/credit-dev}
 kafka_port=19092
 registry_port=18081

@@ -13,5 +13,5 @@ if [ ! -f "$tools/validate/.complete" ] || [ ! -f "$schema" ]; then
   exit 2
 fi
 export PATH="$tools/validate/bin:$PATH"
-exec "$tools/validate/bin/python" scripts/validate_deploy.py --binary "${CREDIT_WORKER_BIN:-$root/target/debug/credit-worker}" \
+exec "$tools/validate/bin/python" scripts/validate_deploy.py --binary "${CREDIT_WORKER_BIN:-$root/target/release/credit-worker}" \
   --compose-schema "$schema" "$@"
