@@ -9,6 +9,9 @@
 //!    event → decision latency of each from the audit table (p50/p95/p99);
 //! 4. checks every audit row is there and the group's committed offsets cover every event.
 //!
+//! `prefilled` is `champion` with `--prefill` generated rows already in the audit table, and
+//! `recovery` kills the worker during a drain and times kill -9 → its first new audit row.
+//!
 //! Prints a table and writes the figures as JSON to `target/bench/pipeline-<unix time>.json` and
 //! `target/bench/pipeline-latest.json`, to compare runs.
 
@@ -16,14 +19,18 @@
 mod common;
 #[path = "support/prefill.rs"]
 mod prefill;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/recovery.rs"]
+mod recovery;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::{Deployment, WorkerProcess};
 use credit_devtools::scrape::Exposition;
+use procfs::{broker_pid, database_cpu_seconds, process_cpu_seconds};
 use serde::Serialize;
 
 /// Options (after `cargo bench --bench pipeline --`).
@@ -41,12 +48,18 @@ struct Options {
     /// Partitions of the input topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
-    /// Only the scenarios named (champion, shadow, prefilled); default all.
+    /// Only the scenarios named (champion, shadow, prefilled, recovery); default all.
     #[arg(long)]
     scenario: Vec<String>,
     /// Audit rows already in the table for the `prefilled` scenario (generated in SQL).
     #[arg(long, default_value_t = 50_000_000)]
     prefill: u64,
+    /// Kills of the `recovery` scenario, per session timeout.
+    #[arg(long, default_value_t = 5)]
+    recovery_kills: usize,
+    /// Session timeouts (ms) the `recovery` scenario runs with (Tansu's join time follows it).
+    #[arg(long, default_values_t = [6000, 2000])]
+    recovery_session_timeout_ms: Vec<u64>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -60,6 +73,7 @@ struct Report {
     partitions: i32,
     cores: usize,
     scenarios: Vec<ScenarioReport>,
+    recovery: Vec<recovery::RecoveryReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,10 +135,18 @@ async fn main() {
         partitions: options.partitions,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         scenarios: Vec::new(),
+        recovery: Vec::new(),
     };
     for (name, shadow) in scenarios {
         eprintln!("== scenario {name}: {} events, {} partitions", options.events, options.partitions);
         report.scenarios.push(run_scenario(&options, name, shadow).await);
+    }
+    if options.scenario.is_empty() || options.scenario.iter().any(|wanted| wanted == "recovery") {
+        for &timeout in &options.recovery_session_timeout_ms {
+            eprintln!("== scenario recovery: {} kill -9, session timeout {timeout} ms", options.recovery_kills);
+            let events = options.events.min(100_000);
+            report.recovery.push(recovery::recovery(events, options.partitions, options.recovery_kills, timeout).await);
+        }
     }
     print_table(&report);
     let directory = common::repo_root().join("target/bench");
@@ -284,44 +306,6 @@ async fn stage_means(worker: &WorkerProcess) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// User + system CPU seconds of a process so far.
-fn process_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks = |index: usize| fields.get(index).and_then(|value| value.parse::<f64>().ok()).unwrap_or(0.0);
-    // After the command name: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
-    (ticks(11) + ticks(12)) / clock_ticks_per_second()
-}
-
-/// CPU seconds of every `postgres` process so far (the server on this machine).
-fn database_cpu_seconds() -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "postgres"))
-        .map(process_cpu_seconds)
-        .sum()
-}
-
-/// `getconf CLK_TCK`, asked once.
-fn clock_ticks_per_second() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|output| String::from_utf8(output.stdout).ok()?.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// The local Tansu broker's pid, if `scripts/stack.sh` started it.
-fn broker_pid() -> Option<u32> {
-    let path: PathBuf = common::repo_root().join(".stack/run/tansu.pid");
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
 async fn drop_database(url: &str) {
     let Some((_, name)) = url.rsplit_once('/') else { return };
     if let Ok(admin) = sqlx::PgPool::connect(common::POSTGRES_ADMIN_URL).await {
@@ -382,5 +366,11 @@ fn print_table(report: &Report) {
     let rate = |name: &str| report.scenarios.iter().find(|scenario| scenario.name == name).map(|s| s.events_per_second);
     if let (Some(empty), Some(prefilled)) = (rate("champion"), rate("prefilled")) {
         println!("ingest with a prefilled audit table / with an empty one: {:.2}", prefilled / empty);
+    }
+    for run in &report.recovery {
+        println!(
+            "recovery, kill -9 -> first new audit row (session timeout {} ms, {} kills): median {:.2} s, min {:.2}, max {:.2}",
+            run.session_timeout_ms, run.kills, run.median_seconds, run.min_seconds, run.max_seconds
+        );
     }
 }
