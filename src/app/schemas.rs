@@ -1,5 +1,6 @@
 //! Writer schemas for a batch: each schema id is looked up once (cached for the process); an id
-//! the registry does not know fails its records, an unreachable registry is waited out.
+//! the registry does not know (404, 40403) fails its records; any other registry failure is
+//! waited out, with `/ready` down meanwhile.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -35,6 +36,7 @@ impl Pipeline {
                     &self.shutdown,
                     || self.schemas.writer_schema(id),
                     |error, _| {
+                        self.readiness.schema_lookup_failing.store(true, Ordering::Release);
                         self.readiness.schema_registry_ok.store(false, Ordering::Release);
                         self.metrics.sink_retries.with_label_values(&["schema_registry"]).inc();
                         self.metrics.errors.with_label_values(&["schema_registry"]).inc();
@@ -52,6 +54,7 @@ impl Pipeline {
                 Err(GaveUp::Shutdown) => return Err(Abandoned),
             }
         }
+        self.readiness.schema_lookup_failing.store(false, Ordering::Release);
         self.readiness.schema_registry_ok.store(true, Ordering::Release);
         let early_failures = records
             .iter()
@@ -67,6 +70,7 @@ impl Pipeline {
             decision_schema_id: self.decision_schema_id,
             writer_schemas,
             early_failures,
+            event_times: self.config.event_times(),
         })
     }
 }

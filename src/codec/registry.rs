@@ -1,5 +1,7 @@
 //! The schema registry (Confluent REST API): writer schemas by id, fetched once and cached for
-//! the life of the process; output schemas registered under `<topic>-value`.
+//! the life of the process; output schemas registered under `<topic>-value`. Only a schema is
+//! cached, never a failure, and only the registry's "schema not found" (404, error code 40403)
+//! makes an id unknown: every other failure is the registry's, and worth waiting out.
 
 use std::sync::Arc;
 
@@ -7,7 +9,8 @@ use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::{get_all_subjects, post_schema, SrSettings};
 use schema_registry_converter::avro_common::AvroSchema;
-use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{RawError, SchemaType, SuppliedSchema};
 
 use super::CodecError;
 
@@ -23,14 +26,49 @@ impl SchemaCache {
     }
 
     /// The writer schema with `id`. A schema that does not parse as an Avro record counts as
-    /// incompatible; an unreachable registry is [`CodecError::RegistryUnavailable`].
+    /// incompatible; see [`classify`] for the failures.
     pub async fn writer_schema(&self, id: u32) -> Result<Arc<AvroSchema>, CodecError> {
         match self.decoder.get_schema(id).await {
             Ok(schema) if matches!(schema.parsed, Schema::Record(_)) => Ok(schema),
             Ok(_) => Err(CodecError::IncompatibleSchema { id, reason: "not an Avro record schema".into() }),
-            Err(error) if error.retriable => Err(CodecError::RegistryUnavailable(error.error)),
-            Err(_) => Err(CodecError::UnknownSchema(id)),
+            Err(error) => {
+                // The converter caches every failure it deems final (any 4xx or 500, say): drop
+                // them, so the next lookup asks the registry again.
+                self.decoder.remove_errors_from_cache();
+                Err(classify(id, &error))
+            }
         }
+    }
+}
+
+/// Confluent's error code for "schema not found" (with HTTP 404).
+const SCHEMA_NOT_FOUND: u32 = 40403;
+
+/// A failed lookup of `id`: the registry's "schema not found" is [`CodecError::UnknownSchema`];
+/// any other answer of the registry, or none, is [`CodecError::RegistryUnavailable`]; a schema
+/// the registry returned that cannot be read as Avro is [`CodecError::IncompatibleSchema`].
+fn classify(id: u32, error: &SRCError) -> CodecError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    let mut registry_answer = None;
+    while let Some(cause) = source {
+        if let Some(raw) = cause.downcast_ref::<RawError>() {
+            registry_answer = Some(raw.error_code);
+            break;
+        }
+        source = cause.source();
+    }
+    match registry_answer {
+        Some(SCHEMA_NOT_FOUND) => CodecError::UnknownSchema(id),
+        Some(code) => CodecError::RegistryUnavailable(format!("{} (error code {code})", error.error)),
+        None if error.retriable => CodecError::RegistryUnavailable(error.error.clone()),
+        None => CodecError::IncompatibleSchema { id, reason: truncate(&error.error, 200) },
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
     }
 }
 
@@ -46,4 +84,37 @@ pub async fn register_schema(settings: &SrSettings, subject: &str, schema: &str)
 /// Whether the registry answers.
 pub async fn registry_reachable(settings: &SrSettings) -> bool {
     get_all_subjects(settings).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: &str, body: &str) -> SRCError {
+        let raw: RawError = serde_json::from_str(body).unwrap();
+        SRCError::non_retryable_with_cause(raw, &format!("HTTP request to schema registry failed with status {status}"))
+    }
+
+    /// Only 40403 makes an id unknown; other registry answers, also wrapped (a reference lookup),
+    /// and transport errors are the registry's; a schema that cannot be parsed is incompatible.
+    #[test]
+    fn only_schema_not_found_makes_an_id_unknown() {
+        assert_eq!(
+            classify(7, &answered("404", r#"{"error_code":40403,"message":"Schema not found"}"#)).kind(),
+            "unknown_schema"
+        );
+        for (status, body) in [
+            ("500", r#"{"error_code":50001,"message":"x"}"#),
+            ("401", r#"{"error_code":40101,"message":"x"}"#),
+            ("429", r#"{"error_code":42901,"message":"x"}"#),
+            ("404", r#"{"error_code":0,"message":"couldn't parse schema registry error json"}"#),
+        ] {
+            assert_eq!(classify(7, &answered(status, body)).kind(), "schema_registry", "{status}");
+            let wrapped = SRCError::non_retryable_with_cause(answered(status, body), "problem with reference");
+            assert_eq!(classify(7, &wrapped).kind(), "schema_registry", "{status}, wrapped");
+        }
+        assert_eq!(classify(7, &SRCError::new("connection refused", None, true)).kind(), "schema_registry");
+        let unparsable = SRCError::non_retryable_without_cause("failed to parse Avro schema");
+        assert_eq!(classify(7, &unparsable).kind(), "incompatible_schema");
+    }
 }

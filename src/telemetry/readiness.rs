@@ -15,6 +15,11 @@ pub struct Readiness {
     pub database_ok: AtomicBool,
     /// Last schema registry call succeeded.
     pub schema_registry_ok: AtomicBool,
+    /// A batch is waiting on a schema lookup the registry keeps failing (the idle probe, which
+    /// only lists subjects, cannot clear this).
+    pub schema_lookup_failing: AtomicBool,
+    /// A stage of the worker ended on its own: the worker is stopping.
+    pub stage_failed: AtomicBool,
 }
 
 /// Readiness report.
@@ -25,6 +30,8 @@ pub struct ReadinessReport {
     pub consumer_joined: bool,
     pub database_ok: bool,
     pub schema_registry_ok: bool,
+    pub schema_lookup_failing: bool,
+    pub stage_failed: bool,
 }
 
 impl Readiness {
@@ -34,12 +41,21 @@ impl Readiness {
         let consumer_joined = self.consumer_joined.load(Ordering::Acquire);
         let database_ok = self.database_ok.load(Ordering::Acquire);
         let schema_registry_ok = self.schema_registry_ok.load(Ordering::Acquire);
+        let schema_lookup_failing = self.schema_lookup_failing.load(Ordering::Acquire);
+        let stage_failed = self.stage_failed.load(Ordering::Acquire);
         ReadinessReport {
-            ready: model_loaded && consumer_joined && database_ok && schema_registry_ok,
+            ready: model_loaded
+                && consumer_joined
+                && database_ok
+                && schema_registry_ok
+                && !schema_lookup_failing
+                && !stage_failed,
             model_loaded,
             consumer_joined,
             database_ok,
             schema_registry_ok,
+            schema_lookup_failing,
+            stage_failed,
         }
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod announcements;
+pub mod http_fault;
 mod proxy;
 mod topics;
 
@@ -180,6 +181,7 @@ impl Deployment {
             seed: 7,
             outcomes_topic: None,
             outcomes_only: false,
+            event_time_ms: None,
         }
     }
 
