@@ -70,6 +70,10 @@ pub struct ReplayOptions {
     /// Seed for `--protected independent`.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Every application's event time, in ms since the epoch (default: when it is produced);
+    /// for testing the event-time policy with hostile values.
+    #[arg(long, allow_negative_numbers = true)]
+    pub event_time_ms: Option<i64>,
 }
 
 /// How protected attributes are replayed.
@@ -186,8 +190,10 @@ pub async fn replay(options: &ReplayOptions) -> Result<ReplayReport> {
         let row = &rows[index % rows.len()];
         let (key, value) = if index < valid {
             let id = format!("{}-{:08}", options.id_prefix, index + 1);
-            let bytes =
-                encoder.encode_struct(application(&id, row), &strategy).await.context("encoding an application")?;
+            let bytes = encoder
+                .encode_struct(application(&id, row, options.event_time_ms), &strategy)
+                .await
+                .context("encoding an application")?;
             (id, Some(bytes))
         } else {
             let (kind, _) = MALFORMED_KINDS[(index - valid) % MALFORMED_KINDS.len()];
@@ -292,10 +298,10 @@ impl<'a> Deliveries<'a> {
     }
 }
 
-fn application(id: &str, row: &LabeledApplication) -> LoanApplication {
+fn application(id: &str, row: &LabeledApplication, event_time_ms: Option<i64>) -> LoanApplication {
     LoanApplication {
         application_id: id.to_owned(),
-        event_time: chrono::Utc::now().timestamp_millis(),
+        event_time: event_time_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
         credit_request: row.credit_request.clone(),
         protected_attributes: row.protected_attributes.clone(),
     }
@@ -308,7 +314,7 @@ async fn malformed(
     encoder: &AvroEncoder,
     strategy: &SubjectNameStrategy,
 ) -> Result<Option<Vec<u8>>> {
-    let mut event = application(id, row);
+    let mut event = application(id, row, None);
     let request = &mut event.credit_request;
     match kind {
         "missing-field" => request.credit_amount = None,

@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use apache_avro::writer::datum::GenericDatumWriter;
-use chrono::{DateTime, SubsecRound, TimeZone, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use schema_registry_converter::avro_common::AvroSchema;
 
 use crate::codec::{encode_framed, split_frame, ApplicationDecoder, CodecError};
 use crate::domain::{append_feature_vector, AdverseReason, AuditRow, DeadLetter, Decided, DecisionPolicy};
-use crate::domain::{DecisionOutcome, DomainError, InputRecord, LoanApplication, Outcome, StoredReason};
+use crate::domain::{
+    DecisionOutcome, DomainError, EventTimePolicy, InputRecord, LoanApplication, Outcome, StoredReason,
+};
 use crate::domain::{LOAN_DECISION, MAX_APPLICATION_ID_BYTES};
 use crate::model::{ModelBundle, Scorer};
 use crate::sources::Claim;
@@ -30,6 +32,8 @@ pub struct BatchContext {
     pub writer_schemas: HashMap<u32, WriterSchema>,
     /// Per-record failures found before this stage (schema lookup), by (partition, offset).
     pub early_failures: HashMap<(i32, i64), CodecError>,
+    /// How far event times may lie from the processing time.
+    pub event_times: EventTimePolicy,
 }
 
 impl BatchContext {
@@ -50,6 +54,7 @@ impl BatchContext {
             decision_schema_id,
             writer_schemas,
             early_failures: HashMap::new(),
+            event_times: EventTimePolicy::default(),
         }
     }
 
@@ -85,6 +90,8 @@ struct Valid {
     index: usize,
     schema_id: u32,
     application: LoanApplication,
+    /// The application's event time, within the policy's skew.
+    event_time: DateTime<Utc>,
 }
 
 /// Processes `records` in order; the result has one outcome per record, same positions.
@@ -94,9 +101,10 @@ pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRe
     let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
     let mut valid = Vec::with_capacity(records.len());
     let mut rows = Vec::with_capacity(records.len() * width);
+    let processed_at = Utc::now().trunc_subsecs(6);
     for (index, record) in records.iter().enumerate() {
         let announced = context.is_announced(record);
-        match decode_and_map(&decoder, context, index, record, &mut rows) {
+        match decode_and_map(&decoder, context, index, record, processed_at, &mut rows) {
             Ok(item) if context.is_redelivered(record) => {
                 rows.truncate(rows.len() - width);
                 let application_id = item.application.application_id;
@@ -107,7 +115,6 @@ pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRe
             Err(dead) => outcomes[index] = Some(Outcome::DeadLetter(dead)),
         }
     }
-    let processed_at = Utc::now().trunc_subsecs(6);
     let writer = match GenericDatumWriter::builder(&LOAN_DECISION).build() {
         Ok(writer) => writer,
         Err(error) => {
@@ -175,6 +182,7 @@ fn decode_and_map(
     context: &BatchContext,
     index: usize,
     record: &InputRecord,
+    processed_at: DateTime<Utc>,
     rows: &mut Vec<f64>,
 ) -> Result<Valid, DeadLetter> {
     if let Some(error) = context.early_failures.get(&(record.partition, record.offset)) {
@@ -189,8 +197,9 @@ fn decode_and_map(
         let max = MAX_APPLICATION_ID_BYTES;
         return Err(DomainError::TooLong { field: "application_id".into(), max }.into());
     }
+    let event_time = context.event_times.check(application.event_time, processed_at)?;
     append_feature_vector(&context.model.card.features, &application.credit_request, rows)?;
-    Ok(Valid { index, schema_id, application })
+    Ok(Valid { index, schema_id, application, event_time })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -205,7 +214,6 @@ fn decide(
     processed_at: DateTime<Utc>,
 ) -> Outcome {
     let policy = &context.policy;
-    let event_time = Utc.timestamp_millis_opt(item.application.event_time).single().unwrap_or(processed_at);
     let reasons = reasons
         .into_iter()
         .filter_map(|reason| {
@@ -224,7 +232,7 @@ fn decide(
         source_topic: Arc::clone(&record.topic),
         source_partition: record.partition,
         source_offset: record.offset,
-        event_time: event_time.trunc_subsecs(3),
+        event_time: item.event_time.trunc_subsecs(3),
         consumed_at: record.consumed_at.trunc_subsecs(6),
         processed_at,
     };

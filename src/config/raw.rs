@@ -173,10 +173,25 @@ pub struct PipelineConfig {
     pub retry_initial_backoff_ms: u64,
     /// Longest retry delay.
     pub retry_max_backoff_ms: u64,
+    /// Latest accepted event time, in seconds after the processing time; later ones are
+    /// dead-lettered (`event_time_out_of_range`).
+    #[serde(default = "default_max_event_time_future_seconds")]
+    pub max_event_time_future_seconds: u64,
+    /// Earliest accepted event time, in seconds before the processing time.
+    #[serde(default = "default_max_event_time_past_seconds")]
+    pub max_event_time_past_seconds: u64,
 }
 
 fn default_batches_in_flight() -> usize {
     2
+}
+
+fn default_max_event_time_future_seconds() -> u64 {
+    300
+}
+
+fn default_max_event_time_past_seconds() -> u64 {
+    7 * 86_400
 }
 
 /// HTTP endpoint.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{invalid, AlertsConfig, ConfigError, DatabaseConfig, DriftConfig, FairnessConfig, KafkaConfig};
 use super::{AdminToken, ModelConfig, PipelineConfig, RawConfig, SchemaRegistryConfig};
-use crate::domain::{Cutoffs, GroupingConfig};
+use crate::domain::{Cutoffs, EventTimePolicy, GroupingConfig};
 
 /// Log format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,14 @@ impl WorkerConfig {
         match &self.kafka.instance_id {
             Some(instance_id) => format!("{}-{instance_id}", self.kafka.group_id),
             None => format!("{}-{}", self.kafka.group_id, uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// How far event times may lie from the processing time.
+    pub fn event_times(&self) -> EventTimePolicy {
+        EventTimePolicy {
+            max_future: chrono::Duration::seconds(self.pipeline.max_event_time_future_seconds as i64),
+            max_past: chrono::Duration::seconds(self.pipeline.max_event_time_past_seconds as i64),
         }
     }
 
@@ -150,6 +158,12 @@ impl RawConfig {
                 "pipeline.retry_max_backoff_ms",
                 "need 0 < retry_initial_backoff_ms <= retry_max_backoff_ms",
             ));
+        }
+        if self.pipeline.max_event_time_future_seconds > 86_400 {
+            return Err(invalid("pipeline.max_event_time_future_seconds", "must be at most 86400 (one day)"));
+        }
+        if !(1..=3650 * 86_400).contains(&self.pipeline.max_event_time_past_seconds) {
+            return Err(invalid("pipeline.max_event_time_past_seconds", "must be between 1 and 315360000 (ten years)"));
         }
         let fairness = &self.fairness;
         if fairness.bucket_seconds == 0 || fairness.window_seconds < fairness.bucket_seconds {

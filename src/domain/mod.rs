@@ -5,6 +5,7 @@
 mod audit;
 mod counts;
 mod decision;
+mod event_time;
 mod events;
 mod features;
 mod groups;
@@ -17,6 +18,7 @@ use crate::error::{Retriable, Retry};
 pub use audit::{application_key, outcome_code, outcome_of, AuditRow, StoredReason, GENESIS};
 pub use counts::{BucketCounts, DriftCount, FairnessCount};
 pub use decision::{decision_id, Cutoffs};
+pub use event_time::EventTimePolicy;
 pub use events::{
     AdverseReason, AlertKind, AlertState, CreditRequest, DecisionOutcome, FieldValue, LoanApplication, LoanDecision,
     LoanOutcome, MonitoringAlert, ProtectedAttributes, Severity, LOAN_APPLICATION, LOAN_APPLICATION_SCHEMA,
@@ -65,6 +67,10 @@ pub enum DomainError {
     Cutoffs { approve_below: f64, decline_at_or_above: f64 },
     #[error("{0}")]
     Grouping(String),
+    #[error(
+        "event time is not within {max_future_seconds} s ahead of or {max_past_seconds} s behind the processing time"
+    )]
+    EventTimeOutOfRange { max_future_seconds: i64, max_past_seconds: i64 },
 }
 
 impl DomainError {
@@ -86,6 +92,7 @@ impl DomainError {
             | Self::CatalogueDuplicateCode(_) => "invalid_catalogue",
             Self::Cutoffs { .. } => "invalid_cutoffs",
             Self::Grouping(_) => "invalid_grouping",
+            Self::EventTimeOutOfRange { .. } => "event_time_out_of_range",
         }
     }
 }
