@@ -151,7 +151,7 @@ impl Pipeline {
             Err(GaveUp::Shutdown) => Err(Abandoned),
             Err(GaveUp::Fatal(failure)) => {
                 error!(%failure, "a sink failed in a way retrying cannot fix; stopping");
-                self.shutdown.cancel();
+                self.supervisor.ended("sink");
                 Err(Abandoned)
             }
         }

@@ -6,11 +6,13 @@
 //!   `observe`: metrics and monitors fed once a batch is durable; `shadow`: the challenger;
 //! - `outcomes`: the delayed-outcomes consumer; `alerts`: alert events to Kafka;
 //!   `tasks`: readiness probes and partition following;
-//! - `retry`: the one retry policy; `shutdown`: the shutdown token.
+//! - `isolate`: a panic costs one record (`internal_error`), not the stream;
+//! - `retry`: the one retry policy; `shutdown`: the shutdown token and the stage supervisor.
 
 mod alerts;
 mod decide;
 mod durable;
+mod isolate;
 mod observe;
 mod outcomes;
 mod pipeline;
@@ -44,6 +46,7 @@ use alerts::AlertOutput;
 use outcomes::OutcomeConsumer;
 use pipeline::Pipeline;
 use retry::{GaveUp, RetryPolicy};
+use shutdown::Supervisor;
 
 pub use decide::{process_batch, BatchContext, WriterSchema};
 pub use shutdown::shutdown_on_signal;
@@ -84,6 +87,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     info!(config = %config.redacted(), "configuration loaded");
     let metrics = Metrics::new();
     let readiness = Arc::new(Readiness::default());
+    let supervisor = Supervisor::new(shutdown.clone(), Arc::clone(&readiness));
     let retry = {
         let (initial, max) = config.retry_backoff();
         RetryPolicy::new(initial, max)
@@ -200,41 +204,51 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     )?;
     let window_seconds = config.fairness.window_seconds as i64;
     let outcome_task = tokio::spawn(
-        OutcomeConsumer {
-            source: outcome_source,
-            partition_events: outcome_events,
-            schemas: SchemaCache::new(registry.clone()),
-            audit: audit.clone(),
-            monitoring: Arc::clone(&monitoring),
-            models: Arc::clone(&models),
-            topic: kafka.outcomes_topic.clone(),
-            window_seconds,
-            batch_max_records: config.pipeline.batch_max_records,
-            batch_max_wait: Duration::from_millis(config.pipeline.batch_max_wait_ms),
-            retry,
-        }
-        .run(shutdown.clone()),
+        supervisor.clone().watch_owned(
+            "outcomes",
+            OutcomeConsumer {
+                source: outcome_source,
+                partition_events: outcome_events,
+                schemas: SchemaCache::new(registry.clone()),
+                audit: audit.clone(),
+                monitoring: Arc::clone(&monitoring),
+                models: Arc::clone(&models),
+                topic: kafka.outcomes_topic.clone(),
+                window_seconds,
+                batch_max_records: config.pipeline.batch_max_records,
+                batch_max_wait: Duration::from_millis(config.pipeline.batch_max_wait_ms),
+                retry,
+            }
+            .run(shutdown.clone()),
+        ),
     );
-    tokio::spawn(tasks::follow_partitions(
-        Arc::clone(&assignment),
-        Arc::clone(&monitoring),
-        audit.clone(),
-        kafka.input_topic.clone(),
-        partition_events,
-        retry,
-        shutdown.clone(),
-    ));
-    tokio::spawn(tasks::probe_dependencies(audit.clone(), registry.clone(), Arc::clone(&readiness), shutdown.clone()));
-    let evaluator = tokio::spawn(alerts::run_evaluator(
-        Arc::clone(&monitoring),
-        AlertOutput {
-            publisher: Arc::clone(&publisher),
-            topic: kafka.alerts_topic.clone(),
-            schema_id: alert_schema_id,
+    let partitions_task = tokio::spawn(supervisor.clone().watch_owned(
+        "partition following",
+        tasks::follow_partitions(
+            Arc::clone(&assignment),
+            Arc::clone(&monitoring),
+            audit.clone(),
+            kafka.input_topic.clone(),
+            partition_events,
             retry,
-        },
-        Duration::from_millis(config.alerts.evaluation_interval_ms),
-        shutdown.clone(),
+            shutdown.clone(),
+        ),
+    ));
+    let probe = tasks::probe_dependencies(audit.clone(), registry.clone(), Arc::clone(&readiness), shutdown.clone());
+    let probe_task = tokio::spawn(supervisor.clone().watch_owned("readiness probes", probe));
+    let evaluator = tokio::spawn(supervisor.clone().watch_owned(
+        "alert evaluator",
+        alerts::run_evaluator(
+            Arc::clone(&monitoring),
+            AlertOutput {
+                publisher: Arc::clone(&publisher),
+                topic: kafka.alerts_topic.clone(),
+                schema_id: alert_schema_id,
+                retry,
+            },
+            Duration::from_millis(config.alerts.evaluation_interval_ms),
+            shutdown.clone(),
+        ),
     ));
 
     let pipeline = Pipeline {
@@ -252,15 +266,23 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         monitoring,
         retry,
         shutdown: shutdown.clone(),
+        supervisor: supervisor.clone(),
         config,
     };
-    let result = pipeline.run().await;
-    let _ = evaluator.await;
-    let _ = outcome_task.await;
+    let result = supervisor.watch("pipeline", pipeline.run()).await;
+    for task in [evaluator, outcome_task, partitions_task, probe_task] {
+        let _ = task.await;
+    }
     if let Err(error) = publisher.flush(Duration::from_secs(10)) {
         warn!(%error, "flushing alert events");
     }
-    result
+    result?;
+    match supervisor.failure() {
+        Some(stage) => {
+            anyhow::bail!("the worker stopped because its {stage} stage ended on its own (see the errors above)")
+        }
+        None => Ok(()),
+    }
 }
 
 /// A start-up step that did not succeed: shut down first, or failed in a way retrying cannot fix.

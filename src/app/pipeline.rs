@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::decide::{process_batch, BatchContext};
+use super::isolate::isolate_panics;
 use super::retry::RetryPolicy;
+use super::shutdown::Supervisor;
 use super::Abandoned;
 use crate::codec::SchemaCache;
 use crate::config::WorkerConfig;
@@ -41,6 +43,8 @@ pub struct Pipeline {
     pub(super) monitoring: Arc<Monitoring>,
     pub(super) retry: RetryPolicy,
     pub(super) shutdown: CancellationToken,
+    /// Told when a stage fails in a way retrying cannot fix.
+    pub(super) supervisor: Supervisor,
 }
 
 /// A batch decided on a scoring thread, waiting for its sinks.
@@ -66,7 +70,10 @@ impl Pipeline {
                     batch = pipeline.source.next_batch(max_records, max_wait) => batch,
                 };
                 let span = info_span!("decide", records = batch.len());
-                let Ok(batch) = pipeline.decide_batch(batch).instrument(span).await else { break };
+                let Ok(batch) = pipeline.decide_batch(batch).instrument(span).await else {
+                    pipeline.supervisor.ended("intake");
+                    break;
+                };
                 if decided.send(batch).await.is_err() {
                     break;
                 }
@@ -140,7 +147,8 @@ impl Pipeline {
         model
             .pool
             .run(move |scorer| {
-                let outcomes = process_batch(scorer, &context, &records);
+                let announced = |record: &InputRecord| context.is_announced(record);
+                let outcomes = isolate_panics(&records, announced, |batch| process_batch(scorer, &context, batch));
                 (records, outcomes)
             })
             .await

@@ -1,6 +1,7 @@
 //! Scoring off the async runtime: a pool of dedicated threads, each owning its own [`Scorer`]
-//! (boosters are not `Send`); batches are sent to it as jobs.
+//! (boosters are not `Send`); batches are sent to it as jobs. A job that panics fails alone.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -46,9 +47,16 @@ impl ScoringPool {
                             Ok(guard) => guard.recv(),
                             Err(_) => return,
                         };
-                        match job {
-                            Ok(job) => job(&mut scorer),
-                            Err(_) => return,
+                        let Ok(job) = job else { return };
+                        // A panicking job fails alone (its caller sees the reply dropped): the
+                        // thread goes on, with a scorer built afresh in case the panic left it
+                        // half-updated.
+                        if catch_unwind(AssertUnwindSafe(|| job(&mut scorer))).is_err() {
+                            tracing::error!("a scoring job panicked; rebuilding this thread's scorer");
+                            match Scorer::new(&model_text) {
+                                Ok(fresh) => scorer = fresh,
+                                Err(_) => return,
+                            }
                         }
                     }
                 })
@@ -79,6 +87,25 @@ impl Drop for ScoringPool {
         self.sender.take();
         for handle in self.threads.drain(..) {
             let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job that panics fails alone: its caller gets [`ModelError::ScorerPanicked`], and the
+    /// pool (one thread here) goes on running the next jobs.
+    #[tokio::test]
+    async fn a_panicking_job_leaves_the_pool_working() {
+        let model =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/credit-v1/model.txt")).unwrap();
+        let pool = ScoringPool::start(&model, 1).unwrap();
+        let poison = pool.run(|_| -> usize { panic!("poison record") }).await;
+        assert!(matches!(poison, Err(ModelError::ScorerPanicked)), "{poison:?}");
+        for round in 0..3 {
+            assert_eq!(pool.run(move |_| round).await.unwrap(), round, "job {round} after the panic");
         }
     }
 }
