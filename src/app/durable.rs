@@ -5,6 +5,8 @@
 //! offsets through the consumer group instead. A crash between the two leaves decisions
 //! audited but not announced: their records are redelivered and their stored decisions announced.
 //! Each step is retried until it succeeds; records of partitions revoked meanwhile are dropped.
+//! A row PostgreSQL refuses (a value out of range, a constraint) is left out and its record
+//! dead-lettered: no decision is announced without its audit row, and the stream goes on.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -16,7 +18,7 @@ use tracing::{error, warn};
 use super::pipeline::Pipeline;
 use super::retry::GaveUp;
 use super::Abandoned;
-use crate::domain::{AuditRow, InputRecord, Outcome};
+use crate::domain::{AuditRow, DeadLetter, InputRecord, Outcome};
 use crate::error::{Retriable, Retry};
 use crate::sinks::{BatchWrite, Progress, Publication, SinkError};
 use crate::sources::{next_offsets, partition_list, SourceError};
@@ -27,7 +29,7 @@ impl Pipeline {
     pub(super) async fn write_durably(
         &self,
         records: &[InputRecord],
-        outcomes: &[Outcome],
+        outcomes: &mut [Outcome],
         epochs: &HashMap<i32, u64>,
     ) -> Result<Vec<usize>, Abandoned> {
         let owned =
@@ -42,7 +44,7 @@ impl Pipeline {
             })
             .collect();
         let audited = next_offsets(records.iter().filter(|record| owned(record.partition)));
-        let write = self.audit(&decided, &audited).await?;
+        let (write, rejected) = self.audit(&decided, &audited).await?;
         let new_rows: Vec<usize> = write.inserted.iter().map(|index| decided[*index].0).collect();
         let mut again: HashMap<usize, Outcome> = HashMap::new();
         for (position, row) in &decided {
@@ -50,23 +52,60 @@ impl Pipeline {
                 again.insert(*position, self.announce_again(stored));
             }
         }
+        let rejected: Vec<(usize, DeadLetter)> =
+            rejected.into_iter().map(|(index, reason)| (decided[index].0, reason)).collect();
+        for (position, reason) in rejected {
+            outcomes[position] = Outcome::DeadLetter(reason);
+        }
         self.announce(records, outcomes, &again, epochs).await?;
         Ok(new_rows)
     }
 
-    /// The audit transaction, retried until it commits.
+    /// The audit transaction, retried until it commits. A row PostgreSQL refuses is left out and
+    /// the rest written again; returns the write (positions in `decided`) and the rows refused
+    /// (positions in `decided`, with the reason their records are dead-lettered).
     async fn audit(
         &self,
         decided: &[(usize, &AuditRow)],
         audited: &[(Arc<str>, i32, i64)],
-    ) -> Result<BatchWrite, Abandoned> {
-        let rows: Vec<&AuditRow> = decided.iter().map(|(_, row)| *row).collect();
+    ) -> Result<(BatchWrite, Vec<(usize, DeadLetter)>), Abandoned> {
+        let mut rejected: Vec<(usize, DeadLetter)> = Vec::new();
+        loop {
+            let kept: Vec<usize> =
+                (0..decided.len()).filter(|index| rejected.iter().all(|(refused, _)| refused != index)).collect();
+            let rows: Vec<&AuditRow> = kept.iter().map(|index| decided[*index].1).collect();
+            match self.write_audit(&rows, audited).await {
+                Err(GaveUp::Fatal(SinkError::RowRejected { position, code, message })) => {
+                    let (partition, offset) = (rows[position].source_partition, rows[position].source_offset);
+                    warn!(
+                        partition,
+                        offset, code, message, "PostgreSQL refused an audit row; its record is dead-lettered"
+                    );
+                    self.metrics.errors.with_label_values(&["postgres_row"]).inc();
+                    let message = format!("PostgreSQL refused the audit row: {message} (SQLSTATE {code})");
+                    rejected.push((kept[position], DeadLetter { kind: "rejected_by_database", message }));
+                }
+                result => {
+                    let mut write = self.settle(result)?;
+                    write.inserted = write.inserted.iter().map(|position| kept[*position]).collect();
+                    return Ok((write, rejected));
+                }
+            }
+        }
+    }
+
+    /// One audit transaction of `rows`, retried while retrying can help.
+    async fn write_audit(
+        &self,
+        rows: &[&AuditRow],
+        audited: &[(Arc<str>, i32, i64)],
+    ) -> Result<BatchWrite, GaveUp<SinkError>> {
         let count = |fresh: &[&AuditRow]| self.monitoring.bucket_counts(fresh);
         let announced = self.announced.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         let progress = Progress { audited, announced: &announced };
         let attempt = || async {
             let started = Instant::now();
-            let result = self.audit.write_batch(&rows, &progress, &count).await;
+            let result = self.audit.write_batch(rows, &progress, &count).await;
             self.observe_stage("audit", started);
             result
         };
@@ -78,7 +117,7 @@ impl Pipeline {
             }
             warn!(%error, "audit write failed; retrying");
         };
-        let write = self.settle(self.retry.run(&self.shutdown, attempt, on_retry).await)?;
+        let write = self.retry.run(&self.shutdown, attempt, on_retry).await?;
         self.announced
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

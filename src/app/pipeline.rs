@@ -161,8 +161,8 @@ impl Pipeline {
 
     /// Makes a decided batch durable: audited first, then announced with its offsets.
     async fn finish_batch(&self, batch: DecidedBatch) -> Result<(), Abandoned> {
-        let DecidedBatch { records, outcomes, epochs } = batch;
-        let new_rows = self.write_durably(&records, &outcomes, &epochs).await?;
+        let DecidedBatch { records, mut outcomes, epochs } = batch;
+        let new_rows = self.write_durably(&records, &mut outcomes, &epochs).await?;
         self.record_outcomes(&outcomes, &new_rows);
         if let Some(challenger) = self.models.shadow() {
             self.compare_with(&challenger, outcomes).await;

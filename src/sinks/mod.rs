@@ -30,6 +30,10 @@ pub enum SinkError {
     Interrupted,
     #[error("the transactional producer was fenced: another instance with this transactional id took over ({0})")]
     Fenced(String),
+    /// PostgreSQL refused one row of the batch (a value out of range, a constraint): the others
+    /// are written without it, and its record is dead-lettered.
+    #[error("PostgreSQL refused audit row {position} of the batch: {message} (SQLSTATE {code})")]
+    RowRejected { position: usize, code: String, message: String },
 }
 
 impl Retriable for SinkError {
@@ -45,7 +49,9 @@ impl Retriable for SinkError {
             Self::Database(_) | Self::Kafka(_) | Self::NoGroupMetadata | Self::Interrupted => Retry::Unavailable,
             Self::Migrate(sqlx::migrate::MigrateError::Execute(_)) => Retry::Unavailable,
             Self::ConcurrentWriter(_) => Retry::Conflict,
-            Self::Url(_) | Self::Migrate(_) | Self::Unreadable { .. } | Self::Fenced(_) => Retry::Never,
+            Self::Url(_) | Self::Migrate(_) | Self::Unreadable { .. } | Self::Fenced(_) | Self::RowRejected { .. } => {
+                Retry::Never
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use sqlx::postgres::PgDatabaseError;
 use sqlx::{PgConnection, Row};
 
 use super::copy::CopyBuffer;
@@ -99,8 +100,9 @@ impl AuditStore {
             claims.row(4).bytea(key).int4(source.id).int8(seq).timestamptz(row.processed_at);
         }
         if !fresh.is_empty() {
-            copy(connection, DECISIONS_COPY, decisions).await?;
-            copy(connection, "COPY decided_applications FROM STDIN (FORMAT binary)", claims).await?;
+            let rejected = |error| row_rejection(error, &write.inserted);
+            copy(connection, DECISIONS_COPY, decisions).await.map_err(rejected)?;
+            copy(connection, "COPY decided_applications FROM STDIN (FORMAT binary)", claims).await.map_err(rejected)?;
         }
         let counts = count(&fresh);
         let by_partition: HashMap<i32, i32> =
@@ -153,6 +155,28 @@ async fn copy(connection: &mut PgConnection, statement: &str, buffer: CopyBuffer
     copy.send(buffer.finish()).await?;
     copy.finish().await?;
     Ok(())
+}
+
+/// A COPY error PostgreSQL puts on one row (a data exception, class 22, or an integrity violation
+/// other than a lost race on a unique key, class 23) becomes [`SinkError::RowRejected`] with that
+/// row's position in the batch's rows; any other error stays as it is.
+fn row_rejection(error: SinkError, inserted: &[usize]) -> SinkError {
+    let SinkError::Database(sqlx::Error::Database(database)) = &error else { return error };
+    let code = database.code().map(|code| code.into_owned()).unwrap_or_default();
+    let row_level = code.starts_with("22") || (code.starts_with("23") && code != "23505");
+    let line = database.try_downcast_ref::<PgDatabaseError>().and_then(|pg| pg.r#where()).and_then(copy_line);
+    match line.and_then(|line| inserted.get(line.checked_sub(1)?)) {
+        Some(&position) if row_level => {
+            SinkError::RowRejected { position, code, message: database.message().to_owned() }
+        }
+        _ => error,
+    }
+}
+
+/// The line number in a COPY error's context (`COPY decisions, line 3, column application_id`).
+fn copy_line(context: &str) -> Option<usize> {
+    let (_, rest) = context.split_once(", line ")?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 /// Creates (when new) and locks the rows of every source partition the batch touches, in key
@@ -239,4 +263,17 @@ async fn advance_sources(
     .execute(&mut *connection)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The row number is read from PostgreSQL's COPY context, with or without a column.
+    #[test]
+    fn copy_context_gives_the_line() {
+        assert_eq!(copy_line("COPY decisions, line 3, column application_id"), Some(3));
+        assert_eq!(copy_line("COPY decided_applications, line 12"), Some(12));
+        assert_eq!(copy_line("SQL statement \"SELECT 1\""), None);
+    }
 }
