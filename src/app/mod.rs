@@ -4,7 +4,8 @@
 //! - `decide`: one batch through decode → features → score → decide, on a scoring thread (pure);
 //! - `schemas`: writer schemas for a batch; `durable`: publish + audit with retries;
 //!   `observe`: metrics and monitors fed once a batch is durable; `shadow`: the challenger;
-//! - `outcomes`: the delayed-outcomes consumer; `alerts`: alert events to Kafka;
+//! - `outcomes`: the delayed-outcomes consumer (`interleave`: its batches and partition
+//!   events on one task); `alerts`: alert events to Kafka;
 //!   `tasks`: readiness probes and partition following;
 //! - `isolate`: a panic costs one record (`internal_error`), not the stream;
 //! - `retry`: the one retry policy; `shutdown`: the shutdown token and the stage supervisor.
@@ -12,6 +13,7 @@
 mod alerts;
 mod decide;
 mod durable;
+mod interleave;
 mod isolate;
 mod observe;
 mod outcomes;
@@ -207,8 +209,6 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         supervisor.clone().watch_owned(
             "outcomes",
             OutcomeConsumer {
-                source: outcome_source,
-                partition_events: outcome_events,
                 schemas: SchemaCache::new(registry.clone()),
                 audit: audit.clone(),
                 monitoring: Arc::clone(&monitoring),
@@ -219,7 +219,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
                 batch_max_wait: Duration::from_millis(config.pipeline.batch_max_wait_ms),
                 retry,
             }
-            .run(shutdown.clone()),
+            .run(outcome_source, outcome_events, shutdown.clone()),
         ),
     );
     let partitions_task = tokio::spawn(supervisor.clone().watch_owned(

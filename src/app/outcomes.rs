@@ -11,6 +11,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::interleave::interleave;
 use super::retry::RetryPolicy;
 use super::AppError;
 use crate::codec::{decode_outcome, split_frame, CodecError, SchemaCache};
@@ -21,10 +22,8 @@ use crate::monitor::{LabelledDecision, Monitoring};
 use crate::sinks::AuditStore;
 use crate::sources::{next_offsets, PartitionEvent, Source};
 
-/// Everything the outcomes consumer needs.
+/// Everything the outcomes consumer needs besides its source.
 pub struct OutcomeConsumer {
-    pub source: Source,
-    pub partition_events: UnboundedReceiver<PartitionEvent>,
     pub schemas: SchemaCache,
     pub audit: AuditStore,
     pub monitoring: Arc<Monitoring>,
@@ -38,28 +37,26 @@ pub struct OutcomeConsumer {
 }
 
 impl OutcomeConsumer {
-    /// Consumes until `shutdown`.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                Some(event) = self.partition_events.recv() => self.on_partitions(event).await,
-                batch = self.source.next_batch(self.batch_max_records, self.batch_max_wait) => {
-                    let handled = self
-                        .retry
-                        .run(&shutdown, || self.handle(&batch), |error, _| warn!(%error, "outcome batch failed; retrying"))
-                        .await;
-                    if handled.is_err() {
-                        return;
-                    }
-                    self.source.store(&next_offsets(&batch));
-                }
+    /// Consumes `source` until `shutdown`, handling its partition `events` as they come. A batch
+    /// being filled is kept across an event (it is never dropped half-filled: its records would
+    /// be skipped once later offsets are stored).
+    pub async fn run(self, source: Source, mut events: UnboundedReceiver<PartitionEvent>, shutdown: CancellationToken) {
+        let next = || source.next_batch(self.batch_max_records, self.batch_max_wait);
+        let (this, consumer, stop) = (&self, &source, &shutdown);
+        let on_batch = move |batch: Vec<InputRecord>| async move {
+            let on_retry = |error: &AppError, _| warn!(%error, "outcome batch failed; retrying");
+            if this.retry.run(stop, || this.handle(&batch), on_retry).await.is_err() {
+                return false;
             }
-        }
-        if let Err(error) = self.source.commit() {
+            consumer.store(&next_offsets(&batch));
+            true
+        };
+        let on_event = move |event| async move { this.on_partitions(event).await };
+        interleave(next, &mut events, &shutdown, on_batch, on_event).await;
+        if let Err(error) = source.commit() {
             warn!(%error, "final outcomes commit");
         }
-        tokio::task::block_in_place(|| self.source.close(Duration::from_secs(3)));
+        tokio::task::block_in_place(|| source.close(Duration::from_secs(3)));
     }
 
     async fn on_partitions(&self, event: PartitionEvent) {

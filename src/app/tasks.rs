@@ -40,7 +40,8 @@ pub async fn probe_dependencies(
 /// Claims newly assigned partitions, in the order the assignments came: reads each one's
 /// audited-through offset and restores its monitor windows from the persisted counts, then lets
 /// the intake decide its records. Revoked partitions are forgotten by the monitors. Retried
-/// while the database is down (the intake waits meanwhile).
+/// while the database is down (the intake waits meanwhile). Ends on shutdown (the consumer may
+/// outlive it, closing) or when the consumer is gone.
 pub async fn follow_partitions(
     assignment: Arc<Assignment>,
     monitoring: Arc<Monitoring>,
@@ -50,7 +51,14 @@ pub async fn follow_partitions(
     retry: RetryPolicy,
     shutdown: CancellationToken,
 ) {
-    while let Some(event) = events.recv().await {
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+        };
         match event {
             PartitionEvent::Revoked { partitions } => monitoring.forget_partitions(&partitions),
             PartitionEvent::Assigned { partitions, .. } => {
