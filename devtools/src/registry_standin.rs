@@ -1,21 +1,27 @@
 //! DEVELOPMENT STAND-IN for the subset of the Confluent Schema Registry REST API that the
 //! worker and the replayer use. Not for production: use Confluent Schema Registry, Karapace,
-//! Apicurio or Redpanda. No compatibility checks, no auth, no deletes, one process.
+//! Apicurio or Redpanda. No auth, no deletes, one process. Compatibility is checked as
+//! Confluent's registry does ([`compatibility`], default BACKWARD: 409 with error code 409).
 //!
 //! Endpoints: `POST /subjects/{subject}/versions` (register; same schema → same id),
 //! `POST /subjects/{subject}` (look up), `GET /subjects`, `GET /subjects/{subject}/versions`,
-//! `GET /subjects/{subject}/versions/{version|latest}`, `GET /schemas/ids/{id}`.
+//! `GET /subjects/{subject}/versions/{version|latest}`, `GET /schemas/ids/{id}`,
+//! `GET|PUT /config`, `GET|PUT /config/{subject}`,
+//! `POST /compatibility/subjects/{subject}/versions/{version|latest}`; anything else is a JSON 404.
+
+pub mod compatibility;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use compatibility::Compatibility;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -28,6 +34,12 @@ const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 pub struct RegistryState {
     schemas: Vec<StoredSchema>,
     subjects: BTreeMap<String, Vec<u32>>,
+    /// The registry-wide level.
+    #[serde(default)]
+    compatibility: Compatibility,
+    /// Subject-level overrides.
+    #[serde(default)]
+    subject_compatibility: BTreeMap<String, Compatibility>,
 }
 
 /// A schema as registered (returned as is, logical types and docs included) and its parsing
@@ -40,10 +52,17 @@ struct StoredSchema {
 
 impl RegistryState {
     /// Registers `schema` under `subject`; returns its id. Identical schemas share an id, and
-    /// registering a subject's existing schema again adds no version.
-    pub fn register(&mut self, subject: &str, schema: &str) -> Result<u32, String> {
-        let canonical = canonical(schema)?;
-        let id = match self.id_of(&canonical) {
+    /// registering a subject's existing schema again adds no version. A new version must pass
+    /// the subject's compatibility level.
+    pub fn register(&mut self, subject: &str, schema: &str) -> Result<u32, ApiError> {
+        let canonical = canonical(schema).map_err(ApiError::InvalidSchema)?;
+        let known = self.id_of(&canonical);
+        let versions = self.subjects.get(subject).map(Vec::as_slice).unwrap_or_default();
+        if known.is_none_or(|id| !versions.contains(&id)) {
+            let texts: Vec<&str> = versions.iter().filter_map(|id| self.schema(*id)).collect();
+            self.level(subject).check(&texts, schema).map_err(ApiError::Incompatible)?;
+        }
+        let id = match known {
             Some(id) => id,
             None => {
                 self.schemas.push(StoredSchema { text: schema.to_owned(), canonical });
@@ -55,6 +74,11 @@ impl RegistryState {
             versions.push(id);
         }
         Ok(id)
+    }
+
+    /// The level `subject` is checked at: its own, else the registry's.
+    pub fn level(&self, subject: &str) -> Compatibility {
+        self.subject_compatibility.get(subject).copied().unwrap_or(self.compatibility)
     }
 
     /// The schema text with `id`, as registered.
@@ -95,6 +119,10 @@ pub enum ApiError {
     SchemaNotFound,
     InvalidSchema(String),
     Unsupported(String),
+    Incompatible(String),
+    InvalidLevel(String),
+    NoSubjectLevel(String),
+    NotFound,
 }
 
 impl IntoResponse for ApiError {
@@ -105,6 +133,14 @@ impl IntoResponse for ApiError {
             Self::SchemaNotFound => (StatusCode::NOT_FOUND, 40403, "Schema not found".to_owned()),
             Self::InvalidSchema(message) => (StatusCode::UNPROCESSABLE_ENTITY, 42201, message),
             Self::Unsupported(message) => (StatusCode::UNPROCESSABLE_ENTITY, 42202, message),
+            Self::Incompatible(message) => (StatusCode::CONFLICT, 409, message),
+            Self::InvalidLevel(message) => (StatusCode::UNPROCESSABLE_ENTITY, 42203, message),
+            Self::NoSubjectLevel(subject) => (
+                StatusCode::NOT_FOUND,
+                40408,
+                format!("Subject '{subject}' does not have subject-level compatibility configured"),
+            ),
+            Self::NotFound => (StatusCode::NOT_FOUND, 404, "HTTP 404 Not Found".to_owned()),
         };
         answer(status, json!({ "error_code": code, "message": message }))
     }
@@ -137,6 +173,10 @@ pub fn router(state: RegistryState, state_file: Option<PathBuf>) -> Router {
         .route("/subjects/{subject}/versions", get(list_versions).post(register))
         .route("/subjects/{subject}/versions/{version}", get(get_version))
         .route("/schemas/ids/{id}", get(get_by_id))
+        .route("/config", get(get_config).put(put_config))
+        .route("/config/{subject}", get(get_subject_config).put(put_subject_config))
+        .route("/compatibility/subjects/{subject}/versions/{version}", post(test_compatibility))
+        .fallback(|| async { ApiError::NotFound })
         .with_state(Shared { state: Arc::new(Mutex::new(state)), state_file })
 }
 
@@ -181,16 +221,8 @@ async fn register(
     Json(request): Json<RegisterRequest>,
 ) -> Result<Response, ApiError> {
     check_request(&request)?;
-    let (id, snapshot) = with_state(&shared, |state| {
-        let id = state.register(&subject, &request.schema);
-        (id, shared.state_file.as_ref().map(|_| serde_json::to_vec(&*state).unwrap_or_default()))
-    });
-    let id = id.map_err(ApiError::InvalidSchema)?;
-    if let (Some(path), Some(bytes)) = (&shared.state_file, snapshot) {
-        if let Err(error) = std::fs::write(path, bytes) {
-            tracing::warn!(%error, "could not persist registry state");
-        }
-    }
+    let id = with_state(&shared, |state| state.register(&subject, &request.schema))?;
+    persist(&shared);
     Ok(answer(StatusCode::OK, json!({ "id": id })))
 }
 
@@ -226,6 +258,83 @@ async fn get_by_id(State(shared): State<Shared>, Path(id): Path<u32>) -> Result<
     Ok(answer(StatusCode::OK, json!({ "schema": schema })))
 }
 
+#[derive(Deserialize)]
+struct LevelRequest {
+    compatibility: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigQuery {
+    #[serde(default)]
+    default_to_global: bool,
+}
+
+async fn get_config(State(shared): State<Shared>) -> Response {
+    let level = with_state(&shared, |state| state.compatibility);
+    answer(StatusCode::OK, json!({ "compatibilityLevel": level.to_string() }))
+}
+
+async fn put_config(State(shared): State<Shared>, Json(request): Json<LevelRequest>) -> Result<Response, ApiError> {
+    let level: Compatibility = request.compatibility.parse().map_err(ApiError::InvalidLevel)?;
+    with_state(&shared, |state| state.compatibility = level);
+    persist(&shared);
+    Ok(answer(StatusCode::OK, json!({ "compatibility": level.to_string() })))
+}
+
+async fn get_subject_config(
+    State(shared): State<Shared>,
+    Path(subject): Path<String>,
+    Query(query): Query<ConfigQuery>,
+) -> Result<Response, ApiError> {
+    let level = with_state(&shared, |state| match state.subject_compatibility.get(&subject) {
+        Some(level) => Some(*level),
+        None => query.default_to_global.then_some(state.compatibility),
+    });
+    let level = level.ok_or(ApiError::NoSubjectLevel(subject))?;
+    Ok(answer(StatusCode::OK, json!({ "compatibilityLevel": level.to_string() })))
+}
+
+async fn put_subject_config(
+    State(shared): State<Shared>,
+    Path(subject): Path<String>,
+    Json(request): Json<LevelRequest>,
+) -> Result<Response, ApiError> {
+    let level: Compatibility = request.compatibility.parse().map_err(ApiError::InvalidLevel)?;
+    with_state(&shared, |state| state.subject_compatibility.insert(subject, level));
+    persist(&shared);
+    Ok(answer(StatusCode::OK, json!({ "compatibility": level.to_string() })))
+}
+
+/// Whether `schema` may follow `subject`'s `version` under the subject's level (Confluent's
+/// "test compatibility").
+async fn test_compatibility(
+    State(shared): State<Shared>,
+    Path((subject, version)): Path<(String, String)>,
+    Json(request): Json<RegisterRequest>,
+) -> Result<Response, ApiError> {
+    check_request(&request)?;
+    let new = apache_avro::Schema::parse_str(&request.schema)
+        .map_err(|error| ApiError::InvalidSchema(format!("invalid Avro schema: {error}")))?;
+    let (level, old) = with_state(&shared, |state| {
+        let (_, id) = state.version(&subject, &version)?;
+        Ok::<_, ApiError>((state.level(&subject), state.schema(id).unwrap_or_default().to_owned()))
+    })?;
+    let old = apache_avro::Schema::parse_str(&old).map_err(|error| ApiError::InvalidSchema(error.to_string()))?;
+    let verdict = level.check_pair(&old, &new);
+    let messages: Vec<String> = verdict.clone().err().into_iter().collect();
+    Ok(answer(StatusCode::OK, json!({ "is_compatible": verdict.is_ok(), "messages": messages })))
+}
+
+/// Writes the state file, if there is one.
+fn persist(shared: &Shared) {
+    let Some(path) = &shared.state_file else { return };
+    let bytes = with_state(shared, |state| serde_json::to_vec(&*state).unwrap_or_default());
+    if let Err(error) = std::fs::write(path, bytes) {
+        tracing::warn!(%error, "could not persist registry state");
+    }
+}
+
 fn check_request(request: &RegisterRequest) -> Result<(), ApiError> {
     if request.schema_type.as_deref().is_some_and(|kind| kind != "AVRO") {
         return Err(ApiError::Unsupported("the stand-in supports AVRO schemas only".into()));
@@ -252,6 +361,8 @@ mod tests {
         assert_eq!(state.register("s-value", A), Ok(1));
         assert_eq!(state.register("s-value", A_SPACED), Ok(1));
         assert_eq!(state.register("t-value", A), Ok(1));
+        assert!(matches!(state.register("s-value", B), Err(ApiError::Incompatible(_))), "BACKWARD by default");
+        state.subject_compatibility.insert("s-value".into(), Compatibility::None);
         assert_eq!(state.register("s-value", B), Ok(2));
         assert_eq!(state.version("s-value", "latest"), Ok((2, 2)));
         assert_eq!(state.version("s-value", "1"), Ok((1, 1)));
@@ -264,7 +375,7 @@ mod tests {
         assert_eq!(state.schema(3), None);
         assert!(state.register("s-value", "{not avro").is_err());
         let logical = r#"{"type":"record","name":"T","fields":[{"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
-        let id = state.register("t-value", logical).unwrap();
+        let id = state.register("u-value", logical).unwrap();
         assert_eq!(state.schema(id), Some(logical), "returned as registered, logical type kept");
     }
 }

@@ -32,6 +32,8 @@ pub enum CodecError {
     Encode(String),
     #[error("schema registry unavailable: {0}")]
     RegistryUnavailable(String),
+    #[error("the schema registry refuses the schema for subject {subject}: {reason}")]
+    SchemaRefused { subject: String, reason: String },
 }
 
 impl CodecError {
@@ -46,6 +48,7 @@ impl CodecError {
             Self::TrailingBytes(_) => "trailing_bytes",
             Self::Encode(_) => "encode_failed",
             Self::RegistryUnavailable(_) => "schema_registry",
+            Self::SchemaRefused { .. } => "schema_refused",
         }
     }
 }

@@ -48,16 +48,7 @@ const SCHEMA_NOT_FOUND: u32 = 40403;
 /// any other answer of the registry, or none, is [`CodecError::RegistryUnavailable`]; a schema
 /// the registry returned that cannot be read as Avro is [`CodecError::IncompatibleSchema`].
 fn classify(id: u32, error: &SRCError) -> CodecError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    let mut registry_answer = None;
-    while let Some(cause) = source {
-        if let Some(raw) = cause.downcast_ref::<RawError>() {
-            registry_answer = Some(raw.error_code);
-            break;
-        }
-        source = cause.source();
-    }
-    match registry_answer {
+    match registry_error_code(error) {
         Some(SCHEMA_NOT_FOUND) => CodecError::UnknownSchema(id),
         Some(code) => CodecError::RegistryUnavailable(format!("{} (error code {code})", error.error)),
         None if error.retriable => CodecError::RegistryUnavailable(error.error.clone()),
@@ -75,10 +66,32 @@ fn truncate(text: &str, max: usize) -> String {
 /// Registers the Avro `schema` under `subject`; returns its id.
 pub async fn register_schema(settings: &SrSettings, subject: &str, schema: &str) -> Result<u32, CodecError> {
     let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_owned());
-    post_schema(settings, subject.to_owned(), supplied)
-        .await
-        .map(|registered| registered.id)
-        .map_err(|error| CodecError::RegistryUnavailable(error.error))
+    post_schema(settings, subject.to_owned(), supplied).await.map(|registered| registered.id).map_err(|error| {
+        match registry_error_code(&error) {
+            Some(code @ (INCOMPATIBLE | INVALID_SCHEMA)) => CodecError::SchemaRefused {
+                subject: subject.to_owned(),
+                reason: format!("error code {code}: {}", error.cause.as_deref().unwrap_or(&error.error)),
+            },
+            _ => CodecError::RegistryUnavailable(error.error),
+        }
+    })
+}
+
+/// Confluent's error codes for a schema refused at registration: incompatible (with HTTP 409)
+/// or invalid (with HTTP 422).
+const INCOMPATIBLE: u32 = 409;
+const INVALID_SCHEMA: u32 = 42201;
+
+/// The registry's error code in `error`'s chain of causes, if the registry answered.
+fn registry_error_code(error: &SRCError) -> Option<u32> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(raw) = cause.downcast_ref::<RawError>() {
+            return Some(raw.error_code);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// Whether the registry answers.
