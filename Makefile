@@ -10,8 +10,10 @@ DEV := target/release/credit-dev
 setup:
 	bash scripts/bootstrap.sh
 
+# The test targets too: with them the dependencies get one feature set (dev-dependencies add
+# features), so `make test` after `make demo` builds nothing again.
 build: setup
-	cargo build --release --bins --locked
+	cargo build --release --locked --bins --tests
 
 ## Bring the local stack up, run the worker, replay the data set, print a summary.
 demo: build

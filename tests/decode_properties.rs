@@ -20,7 +20,8 @@ use credit_worker::model::ModelBundle;
 use credit_worker::model::Scorer;
 use proptest::prelude::*;
 
-const KNOWN_KINDS: [&str; 12] = [
+const KNOWN_KINDS: [&str; 13] = [
+    "event_time_out_of_range",
     "empty_value",
     "bad_framing",
     "unknown_schema",
@@ -53,7 +54,7 @@ static ROWS: LazyLock<Vec<LoanApplication>> = LazyLock::new(|| {
         .enumerate()
         .map(|(index, row)| LoanApplication {
             application_id: format!("prop-{index}"),
-            event_time: 1_700_000_000_000,
+            event_time: Utc::now().timestamp_millis(),
             credit_request: row.credit_request,
             protected_attributes: row.protected_attributes,
         })
