@@ -26,7 +26,7 @@ test: build lint
 
 lint: setup
 	cargo fmt --all --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --release --locked --all-targets -- -D warnings
 
 ## Throughput, latency, CPU and memory end to end on the local stack, then the hot stages (release build).
 bench: setup

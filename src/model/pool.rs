@@ -4,7 +4,6 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
@@ -16,7 +15,6 @@ type Job = Box<dyn FnOnce(&mut Scorer) + Send>;
 /// Threads that run CPU-bound batch work against their own [`Scorer`].
 pub struct ScoringPool {
     sender: Option<mpsc::Sender<Job>>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 impl ScoringPool {
@@ -24,12 +22,11 @@ impl ScoringPool {
     pub fn start(model_text: &str, threads: usize) -> Result<Self, ModelError> {
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
-        let mut handles = Vec::with_capacity(threads);
         for index in 0..threads.max(1) {
             let receiver = Arc::clone(&receiver);
             let model_text = model_text.to_owned();
             let (loaded, load_result) = mpsc::channel();
-            let handle = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("scorer-{index}"))
                 .spawn(move || {
                     let mut scorer = match Scorer::new(&model_text) {
@@ -61,10 +58,9 @@ impl ScoringPool {
                     }
                 })
                 .expect("spawning a scoring thread");
-            handles.push(handle);
             load_result.recv().unwrap_or(Err(ModelError::ScorerThread))?;
         }
-        Ok(Self { sender: Some(sender), threads: handles })
+        Ok(Self { sender: Some(sender) })
     }
 
     /// Runs `work` on a scoring thread and returns its result.
@@ -83,11 +79,10 @@ impl ScoringPool {
 }
 
 impl Drop for ScoringPool {
+    /// Closes the queue: each thread ends after its current job. Nothing is joined: a pool is
+    /// dropped where its model is swapped out, under the lifecycle lock, and must not wait there.
     fn drop(&mut self) {
         self.sender.take();
-        for handle in self.threads.drain(..) {
-            let _ = handle.join();
-        }
     }
 }
 
@@ -107,5 +102,31 @@ mod tests {
         for round in 0..3 {
             assert_eq!(pool.run(move |_| round).await.unwrap(), round, "job {round} after the panic");
         }
+    }
+
+    /// Dropping a pool (a model swapped out, under the lifecycle lock) returns at once, while its
+    /// thread is still busy with a job: the thread finishes the job and ends on its own.
+    #[tokio::test]
+    async fn dropping_a_busy_pool_does_not_wait_for_its_jobs() {
+        let model =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/credit-v1/model.txt")).unwrap();
+        let pool = ScoringPool::start(&model, 1).unwrap();
+        let (started, running) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let mut job = Box::pin(pool.run(move |_| {
+            let _ = started.send(());
+            let _ = released.recv();
+        }));
+        assert!(futures::poll!(&mut job).is_pending(), "the job is sent");
+        drop(job);
+        running.recv_timeout(std::time::Duration::from_secs(10)).expect("the job runs");
+        let dropping = std::thread::spawn(move || drop(pool));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !dropping.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let returned = dropping.is_finished();
+        release.send(()).unwrap();
+        assert!(returned, "dropping the pool waited for its busy thread");
     }
 }
