@@ -205,24 +205,22 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         None,
     )?;
     let window_seconds = config.fairness.window_seconds as i64;
-    let outcome_task = tokio::spawn(
-        supervisor.clone().watch_owned(
-            "outcomes",
-            OutcomeConsumer {
-                schemas: SchemaCache::new(registry.clone()),
-                audit: audit.clone(),
-                monitoring: Arc::clone(&monitoring),
-                models: Arc::clone(&models),
-                topic: kafka.outcomes_topic.clone(),
-                window_seconds,
-                batch_max_records: config.pipeline.batch_max_records,
-                batch_max_wait: Duration::from_millis(config.pipeline.batch_max_wait_ms),
-                retry,
-            }
-            .run(outcome_source, outcome_events, shutdown.clone()),
-        ),
+    let outcome_task = supervisor.spawn(
+        "outcomes",
+        OutcomeConsumer {
+            schemas: SchemaCache::new(registry.clone()),
+            audit: audit.clone(),
+            monitoring: Arc::clone(&monitoring),
+            models: Arc::clone(&models),
+            topic: kafka.outcomes_topic.clone(),
+            window_seconds,
+            batch_max_records: config.pipeline.batch_max_records,
+            batch_max_wait: Duration::from_millis(config.pipeline.batch_max_wait_ms),
+            retry,
+        }
+        .run(outcome_source, outcome_events, shutdown.clone()),
     );
-    let partitions_task = tokio::spawn(supervisor.clone().watch_owned(
+    let partitions_task = supervisor.spawn(
         "partition following",
         tasks::follow_partitions(
             Arc::clone(&assignment),
@@ -233,10 +231,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             retry,
             shutdown.clone(),
         ),
-    ));
+    );
     let probe = tasks::probe_dependencies(audit.clone(), registry.clone(), Arc::clone(&readiness), shutdown.clone());
-    let probe_task = tokio::spawn(supervisor.clone().watch_owned("readiness probes", probe));
-    let evaluator = tokio::spawn(supervisor.clone().watch_owned(
+    let probe_task = supervisor.spawn("readiness probes", probe);
+    let evaluator = supervisor.spawn(
         "alert evaluator",
         alerts::run_evaluator(
             Arc::clone(&monitoring),
@@ -249,7 +247,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             Duration::from_millis(config.alerts.evaluation_interval_ms),
             shutdown.clone(),
         ),
-    ));
+    );
 
     let pipeline = Pipeline {
         models,

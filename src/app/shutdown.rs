@@ -48,9 +48,14 @@ impl Supervisor {
         output
     }
 
-    /// [`Supervisor::watch`] for a spawned task.
-    pub async fn watch_owned<T>(self, name: &'static str, stage: impl Future<Output = T>) -> T {
-        self.watch(name, stage).await
+    /// Spawns `stage` as a task, watched as [`Supervisor::watch`] does.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        name: &'static str,
+        stage: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        let supervisor = self.clone();
+        tokio::spawn(async move { supervisor.watch(name, stage).await })
     }
 
     /// `name` has ended (see [`Supervisor::watch`]).
