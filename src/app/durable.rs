@@ -46,18 +46,21 @@ impl Pipeline {
         let audited = next_offsets(records.iter().filter(|record| owned(record.partition)));
         let (write, rejected) = self.audit(&decided, &audited).await?;
         let new_rows: Vec<usize> = write.inserted.iter().map(|index| decided[*index].0).collect();
-        let mut again: HashMap<usize, Outcome> = HashMap::new();
-        for (position, row) in &decided {
-            if let Some(stored) = write.stored.get(&row.application_id) {
-                again.insert(*position, self.announce_again(stored));
-            }
-        }
+        let again: Vec<(usize, Outcome)> = decided
+            .iter()
+            .filter_map(|(position, row)| {
+                Some((*position, self.announce_again(write.stored.get(&row.application_id)?)))
+            })
+            .collect();
         let rejected: Vec<(usize, DeadLetter)> =
             rejected.into_iter().map(|(index, reason)| (decided[index].0, reason)).collect();
         for (position, reason) in rejected {
             outcomes[position] = Outcome::DeadLetter(reason);
         }
-        self.announce(records, outcomes, &again, epochs).await?;
+        for (position, stored) in again {
+            outcomes[position] = stored;
+        }
+        self.announce(records, outcomes, epochs).await?;
         Ok(new_rows)
     }
 
@@ -133,7 +136,6 @@ impl Pipeline {
         &self,
         records: &[InputRecord],
         outcomes: &[Outcome],
-        again: &HashMap<usize, Outcome>,
         epochs: &HashMap<i32, u64>,
     ) -> Result<(), Abandoned> {
         let attempt = || async {
@@ -143,11 +145,8 @@ impl Pipeline {
             let publications: Vec<Publication<'_>> = records
                 .iter()
                 .zip(outcomes)
-                .enumerate()
-                .filter(|(_, (record, _))| owned(record.partition))
-                .filter_map(|(position, (record, outcome))| {
-                    publication(record, again.get(&position).unwrap_or(outcome))
-                })
+                .filter(|(record, _)| owned(record.partition))
+                .filter_map(|(record, outcome)| publication(record, outcome))
                 .collect();
             let next = next_offsets(records.iter().filter(|record| owned(record.partition)));
             if next.is_empty() {
