@@ -133,7 +133,7 @@ async fn rereading_the_topic_with_a_new_group_changes_nothing() {
             .await
             .unwrap();
         let counts: Vec<(i32, i16, String, Vec<i64>)> =
-            sqlx::query_as("SELECT source_id, attribute, grp, counts FROM monitor_fairness_totals ORDER BY 1, 2, 3")
+            sqlx::query_as("SELECT source_id, attribute, grp, ARRAY[approved, reviewed, declined] FROM monitor_fairness_totals ORDER BY 1, 2, 3")
                 .fetch_all(&pool)
                 .await
                 .unwrap();

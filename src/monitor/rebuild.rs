@@ -36,7 +36,7 @@ impl Monitoring {
             self.fairness.restore_watermark(watermark);
             self.drift.restore_watermark(watermark);
             let fairness: Vec<(i64, i16, String, Vec<i64>)> = sqlx::query_as(
-                "SELECT bucket_ms, attribute, grp, counts FROM monitor_fairness WHERE source_id = $1 AND bucket_ms >= $2",
+                "SELECT bucket_ms, attribute, grp, ARRAY[approved, reviewed, declined] FROM monitor_fairness WHERE source_id = $1 AND bucket_ms >= $2",
             )
             .bind(source_id)
             .bind(watermark - span)
@@ -47,7 +47,7 @@ impl Monitoring {
                 buckets += 1;
             }
             let totals: Vec<(i16, String, Vec<i64>)> =
-                sqlx::query_as("SELECT attribute, grp, counts FROM monitor_fairness_totals WHERE source_id = $1")
+                sqlx::query_as("SELECT attribute, grp, ARRAY[approved, reviewed, declined] FROM monitor_fairness_totals WHERE source_id = $1")
                     .bind(source_id)
                     .fetch_all(&mut *transaction)
                     .await?;

@@ -28,12 +28,12 @@ pub async fn add(
     if !fairness.is_empty() {
         let column = |index: usize| fairness.values().map(|counts| counts[index]).collect::<Vec<i64>>();
         sqlx::query(
-            "INSERT INTO monitor_fairness (source_id, bucket_ms, attribute, grp, counts) \
-             SELECT s, b, a, g, ARRAY[c0, c1, c2] \
-             FROM unnest($1::int[], $2::int8[], $3::int2[], $4::text[], $5::int8[], $6::int8[], $7::int8[]) \
-               AS v(s, b, a, g, c0, c1, c2) \
-             ON CONFLICT (source_id, bucket_ms, attribute, grp) \
-             DO UPDATE SET counts = add_counts(monitor_fairness.counts, EXCLUDED.counts)",
+            "INSERT INTO monitor_fairness (source_id, bucket_ms, attribute, grp, approved, reviewed, declined) \
+             SELECT * FROM unnest($1::int[], $2::int8[], $3::int2[], $4::text[], $5::int8[], $6::int8[], $7::int8[]) \
+             ON CONFLICT (source_id, bucket_ms, attribute, grp) DO UPDATE SET \
+               approved = monitor_fairness.approved + EXCLUDED.approved, \
+               reviewed = monitor_fairness.reviewed + EXCLUDED.reviewed, \
+               declined = monitor_fairness.declined + EXCLUDED.declined",
         )
         .bind(fairness.keys().map(|key| key.0).collect::<Vec<_>>())
         .bind(fairness.keys().map(|key| key.1).collect::<Vec<_>>())
@@ -46,11 +46,12 @@ pub async fn add(
         .await?;
         let column = |index: usize| totals.values().map(|counts| counts[index]).collect::<Vec<i64>>();
         sqlx::query(
-            "INSERT INTO monitor_fairness_totals (source_id, attribute, grp, counts) \
-             SELECT s, a, g, ARRAY[c0, c1, c2] \
-             FROM unnest($1::int[], $2::int2[], $3::text[], $4::int8[], $5::int8[], $6::int8[]) AS v(s, a, g, c0, c1, c2) \
-             ON CONFLICT (source_id, attribute, grp) \
-             DO UPDATE SET counts = add_counts(monitor_fairness_totals.counts, EXCLUDED.counts)",
+            "INSERT INTO monitor_fairness_totals (source_id, attribute, grp, approved, reviewed, declined) \
+             SELECT * FROM unnest($1::int[], $2::int2[], $3::text[], $4::int8[], $5::int8[], $6::int8[]) \
+             ON CONFLICT (source_id, attribute, grp) DO UPDATE SET \
+               approved = monitor_fairness_totals.approved + EXCLUDED.approved, \
+               reviewed = monitor_fairness_totals.reviewed + EXCLUDED.reviewed, \
+               declined = monitor_fairness_totals.declined + EXCLUDED.declined",
         )
         .bind(totals.keys().map(|key| key.0).collect::<Vec<_>>())
         .bind(totals.keys().map(|key| key.1).collect::<Vec<_>>())
@@ -81,7 +82,9 @@ pub async fn add(
             "INSERT INTO monitor_drift (source_id, bucket_ms, series, counts) \
              SELECT s, b, series, ($6::int8[])[first:last] \
              FROM unnest($1::int[], $2::int8[], $3::int2[], $4::int4[], $5::int4[]) AS v(s, b, series, first, last) \
-             ON CONFLICT (source_id, bucket_ms, series) DO UPDATE SET counts = add_counts(monitor_drift.counts, EXCLUDED.counts)",
+             ON CONFLICT (source_id, bucket_ms, series) DO UPDATE SET counts = ARRAY( \
+               SELECT coalesce(old, 0) + coalesce(new, 0) \
+               FROM unnest(monitor_drift.counts, EXCLUDED.counts) WITH ORDINALITY AS t(old, new, bin) ORDER BY bin)",
         )
         .bind(drift.keys().map(|key| key.0).collect::<Vec<_>>())
         .bind(drift.keys().map(|key| key.1).collect::<Vec<_>>())

@@ -52,18 +52,35 @@ impl AuditStore {
         count: &(dyn Fn(&[&AuditRow]) -> BucketCounts + Sync),
     ) -> Result<BatchWrite, SinkError> {
         self.partitions.ensure(&self.pool, rows.iter().map(|row| row.processed_at)).await?;
+        match self.write_transaction(rows, progress, count, Claims::Optimistic).await {
+            Err(error) if lost_claim(&error) => self.write_transaction(rows, progress, count, Claims::LookedUp).await,
+            result => result,
+        }
+    }
+
+    async fn write_transaction(
+        &self,
+        rows: &[&AuditRow],
+        progress: &Progress<'_>,
+        count: &(dyn Fn(&[&AuditRow]) -> BucketCounts + Sync),
+        claims: Claims,
+    ) -> Result<BatchWrite, SinkError> {
         let mut transaction = self.pool.begin().await?;
         let connection: &mut PgConnection = &mut transaction;
         let mut sources = lock_sources(connection, progress, rows).await?;
         let keys: Vec<[u8; 16]> = rows.iter().map(|row| application_key(&row.application_id)).collect();
-        let key_bytes: Vec<&[u8]> = keys.iter().map(|key| &key[..]).collect();
-        let found: HashSet<Vec<u8>> =
-            sqlx::query_scalar("SELECT application_key FROM decided_applications WHERE application_key = ANY($1)")
-                .bind(&key_bytes)
-                .fetch_all(&mut *connection)
-                .await?
-                .into_iter()
-                .collect();
+        let found: HashSet<Vec<u8>> = match claims {
+            Claims::Optimistic => HashSet::new(),
+            Claims::LookedUp => {
+                let key_bytes: Vec<&[u8]> = keys.iter().map(|key| &key[..]).collect();
+                sqlx::query_scalar("SELECT application_key FROM decided_applications WHERE application_key = ANY($1)")
+                    .bind(&key_bytes)
+                    .fetch_all(&mut *connection)
+                    .await?
+                    .into_iter()
+                    .collect()
+            }
+        };
         let mut write = BatchWrite::default();
         let mut fresh_keys: HashMap<[u8; 16], usize> = HashMap::new();
         let mut already: Vec<&str> = Vec::new();
@@ -80,7 +97,7 @@ impl AuditStore {
         let fresh: Vec<&AuditRow> = write.inserted.iter().map(|position| rows[*position]).collect();
         let mut policy_ids: Vec<(i16, Arc<DecisionPolicy>)> = Vec::new();
         let mut decisions = CopyBuffer::new(fresh.len() * 320);
-        let mut claims = CopyBuffer::new(fresh.len() * 64);
+        let mut claimed = CopyBuffer::new(fresh.len() * 64);
         for (row, key) in fresh.iter().zip(write.inserted.iter().map(|position| &keys[*position])) {
             let policy_id = match policy_ids.iter().find(|(_, policy)| Arc::ptr_eq(policy, &row.policy)) {
                 Some((id, _)) => *id,
@@ -97,12 +114,14 @@ impl AuditStore {
             let hash = row.hash(seq, &source.last_hash);
             (source.last_seq, source.last_hash) = (seq, hash);
             encode_decision(&mut decisions, row, source.id, seq, policy_id, &hash);
-            claims.row(4).bytea(key).int4(source.id).int8(seq).timestamptz(row.processed_at);
+            claimed.row(4).bytea(key).int4(source.id).int8(seq).timestamptz(row.processed_at);
         }
         if !fresh.is_empty() {
             let rejected = |error| row_rejection(error, &write.inserted);
+            copy(connection, "COPY decided_applications FROM STDIN (FORMAT binary)", claimed)
+                .await
+                .map_err(rejected)?;
             copy(connection, DECISIONS_COPY, decisions).await.map_err(rejected)?;
-            copy(connection, "COPY decided_applications FROM STDIN (FORMAT binary)", claims).await.map_err(rejected)?;
         }
         let counts = count(&fresh);
         let by_partition: HashMap<i32, i32> =
@@ -116,6 +135,22 @@ impl AuditStore {
         }
         Ok(write)
     }
+}
+
+/// How a batch's transaction finds the applications decided before it.
+#[derive(Clone, Copy)]
+enum Claims {
+    /// It assumes none were, and claims every application: a claim that exists already fails
+    /// the transaction on the primary key (a resend, or a concurrent writer), and the batch is
+    /// written again `LookedUp`. Saves a lookup per row in the common case.
+    Optimistic,
+    /// It looks every application up first.
+    LookedUp,
+}
+
+/// A claim that exists already (SQLSTATE 23505 on `decided_applications`' primary key).
+fn lost_claim(error: &SinkError) -> bool {
+    matches!(error, SinkError::Database(sqlx::Error::Database(database)) if database.code().as_deref() == Some("23505"))
 }
 
 const DECISIONS_COPY: &str =
