@@ -125,6 +125,11 @@ async fn audit_rows_reproduce_and_tampering_is_detected() {
     println!("{report}");
     assert!(passed && report.contains("1 partitions dropped"), "{report}");
     assert_eq!(count().await, 0);
+    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM decided_applications WHERE source_id IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(claims, 0, "the dropped partition's claims are deleted with it");
     let (passed, report) = audit_command(&["verify", "--models-root", "models"], url);
     assert!(passed, "anchored chains verify: {report}");
     let mut worker = WorkerProcess::start(&deployment, &[]);

@@ -58,11 +58,14 @@ async fn drop_partitions(pool: &PgPool, cutoff: DateTime<Utc>, report: &mut Purg
         .rows_affected();
         let rows: i64 =
             sqlx::query_scalar(&format!("SELECT count(*) FROM {partition}")).fetch_one(&mut *transaction).await?;
+        sqlx::query(&format!(
+            "DELETE FROM decided_applications a USING {partition} d \
+             WHERE a.application_key = application_key(d.application_id) \
+               AND a.source_id = d.source_id AND a.chain_seq = d.chain_seq"
+        ))
+        .execute(&mut *transaction)
+        .await?;
         sqlx::query(&format!("DROP TABLE {partition}")).execute(&mut *transaction).await?;
-        sqlx::query("DELETE FROM decided_applications WHERE source_id IS NOT NULL AND processed_at < $1")
-            .bind(upper)
-            .execute(&mut *transaction)
-            .await?;
         for table in ["monitor_fairness", "monitor_drift"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE bucket_ms < $1"))
                 .bind(upper.timestamp_millis())
