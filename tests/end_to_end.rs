@@ -69,6 +69,7 @@ async fn replayed_data_set_is_decided_once_audited_and_committed() {
     let count = |pool: sqlx::PgPool| async move {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM decision_audit").fetch_one(&pool).await.unwrap()
     };
+    // Not a race: a decision is announced only after its audit row committed.
     assert_eq!(count(pool.clone()).await, 1000);
 
     // Probabilities equal LightGBM's batch prediction (PredictForMat) on the audited inputs.
@@ -106,12 +107,16 @@ async fn replayed_data_set_is_decided_once_audited_and_committed() {
     assert_eq!(committed, ends);
 
     // Restart: the group resumes at the committed offsets; nothing is consumed or written again.
+    // 20 sentinel applications sent after the restart, on every partition, are the condition
+    // waited for: once they are decided, everything before them was passed over.
     let mut restarted = WorkerProcess::start(&deployment, &[]);
     restarted.wait_ready(Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(restarted.metric("credit_worker_events_consumed_total").await, 0.0);
-    assert_eq!(count(pool.clone()).await, 1000);
-    assert_eq!(read_topic(&deployment.decisions_topic, 1001, Duration::from_secs(3)).len(), 1000);
+    let sentinels = ReplayOptions { count: Some(20), ..replay_options(&deployment, "sentinel", 0) };
+    replay(&sentinels).await.expect("replay");
+    assert_eq!(read_topic(&deployment.decisions_topic, 1020, Duration::from_secs(60)).len(), 1020);
+    assert_eq!(wait_for_audit_rows(&pool, 1020, Duration::from_secs(10)).await, 1020);
+    assert_eq!(restarted.metric("credit_worker_events_consumed_total").await, 20.0, "only the sentinels");
+    assert_eq!(count(pool.clone()).await, 1020);
     assert!(restarted.terminate(Duration::from_secs(30)));
 }
 
