@@ -36,14 +36,22 @@ pub enum SinkError {
     RowRejected { position: usize, code: String, message: String },
 }
 
+impl SinkError {
+    /// The SQLSTATE of a database error.
+    pub fn sqlstate(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match self {
+            Self::Database(sqlx::Error::Database(error)) => error.code(),
+            _ => None,
+        }
+    }
+}
+
 impl Retriable for SinkError {
     /// An unreachable database or broker is waited out (and reported not ready); a lost race
     /// with another writer is retried with the database still counted healthy.
     fn retry(&self) -> Retry {
         match self {
-            Self::Database(sqlx::Error::Database(error))
-                if matches!(error.code().as_deref(), Some("23505" | "40001" | "40P01")) =>
-            {
+            Self::Database(_) if matches!(self.sqlstate().as_deref(), Some("23505" | "40001" | "40P01")) => {
                 Retry::Conflict
             }
             Self::Database(_) | Self::Kafka(_) | Self::NoGroupMetadata | Self::Interrupted => Retry::Unavailable,

@@ -150,7 +150,7 @@ enum Claims {
 
 /// A claim that exists already (SQLSTATE 23505 on `decided_applications`' primary key).
 fn lost_claim(error: &SinkError) -> bool {
-    matches!(error, SinkError::Database(sqlx::Error::Database(database)) if database.code().as_deref() == Some("23505"))
+    error.sqlstate().as_deref() == Some("23505")
 }
 
 const DECISIONS_COPY: &str =
