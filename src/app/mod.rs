@@ -132,7 +132,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     if config.database.run_migrations {
         let migrate = || audit.migrate();
         let on_retry = |error: &SinkError, _| warn!(%error, "database migrations failed; retrying");
-        retry.run(&shutdown, migrate, on_retry).await.map_err(|error| stopped("database migrations", error))?;
+        retry
+            .run(&shutdown, migrate, on_retry)
+            .await
+            .map_err(|error| stopped("database migrations on database.url", error))?;
     }
     readiness.database_ok.store(true, Ordering::Release);
 

@@ -54,6 +54,10 @@ impl Retriable for SinkError {
             Self::Database(_) if matches!(self.sqlstate().as_deref(), Some("23505" | "40001" | "40P01")) => {
                 Retry::Conflict
             }
+            // A certificate that fails verification (or TLS that cannot be set up) is a
+            // configuration error: retrying would hide it behind "not ready".
+            Self::Database(sqlx::Error::Tls(_))
+            | Self::Migrate(sqlx::migrate::MigrateError::Execute(sqlx::Error::Tls(_))) => Retry::Never,
             Self::Database(_) | Self::Kafka(_) | Self::NoGroupMetadata | Self::Interrupted => Retry::Unavailable,
             Self::Migrate(sqlx::migrate::MigrateError::Execute(_)) => Retry::Unavailable,
             Self::ConcurrentWriter(_) => Retry::Conflict,
@@ -69,11 +73,14 @@ mod tests {
     use super::*;
 
     /// A chain-head conflict is retried without marking the database down; a lost connection
-    /// marks it down; a bad URL is never retried.
+    /// marks it down; a bad URL or a certificate that fails verification is never retried.
     #[test]
     fn errors_say_whether_and_how_to_retry() {
         assert_eq!(SinkError::ConcurrentWriter("t/0".into()).retry(), Retry::Conflict);
         assert_eq!(SinkError::Database(sqlx::Error::PoolTimedOut).retry(), Retry::Unavailable);
         assert_eq!(SinkError::Url(sqlx::Error::PoolClosed).retry(), Retry::Never);
+        let tls = || sqlx::Error::Tls("certificate verify failed".into());
+        assert_eq!(SinkError::Database(tls()).retry(), Retry::Never);
+        assert_eq!(SinkError::Migrate(sqlx::migrate::MigrateError::Execute(tls())).retry(), Retry::Never);
     }
 }

@@ -5,6 +5,7 @@
 mod announcements;
 pub mod http_fault;
 mod proxy;
+pub mod tls_postgres;
 mod topics;
 
 #[allow(unused_imports)]
@@ -276,6 +277,11 @@ impl WorkerProcess {
     /// The value of an unlabelled series (or the sum over a labelled family; 0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
         self.metrics().await.sum(name, &[])
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 
     /// The process id.
