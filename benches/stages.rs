@@ -160,6 +160,7 @@ fn stages(c: &mut Criterion) {
                     application.event_time,
                     &application.protected_attributes,
                     cutoffs.decide(*probability),
+                    &fixture.bundle.card.model_sha256,
                     row,
                     *probability,
                 );

@@ -97,19 +97,21 @@ async fn hot_swap_and_rollback_under_load_lose_nothing() {
 
     let options = ReplayOptions { count: Some(4000), rate: 800.0, ..deployment.replay_options("swap") };
     let producer = tokio::spawn(async move { replay(&options).await.expect("replay") });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    let before_swap = wait_for_audit_rows(&pool, 500, Duration::from_secs(60)).await;
+    assert!(before_swap >= 500, "credit-v1 decided {before_swap} rows; log: {}", worker.log_text());
     let (status, body) =
         admin(&worker, Method::POST, "/admin/model/activate", Some(TOKEN), Some(json!({"version": "credit-v2"}))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["models"]["active"]["version"], "credit-v2");
     assert_eq!(body["models"]["previous"]["version"], "credit-v1");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after_swap = audit_rows(&pool).await + 500;
+    assert!(wait_for_audit_rows(&pool, after_swap, Duration::from_secs(60)).await >= after_swap);
     let (status, body) = admin(&worker, Method::POST, "/admin/model/rollback", Some(TOKEN), None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["models"]["active"]["version"], "credit-v1");
     producer.await.unwrap();
-
-    let pool = wait_for_rows(&deployment.database_url, 4000, Duration::from_secs(120)).await;
+    wait_for_audit_rows(&pool, 4000, Duration::from_secs(120)).await;
     let per_application: Vec<(String, i64)> =
         sqlx::query_as("SELECT application_id, count(*) FROM decision_audit GROUP BY application_id")
             .fetch_all(&pool)
@@ -201,5 +203,67 @@ async fn shadow_challenger_is_compared_but_never_acted_on() {
     assert_eq!(body["models"]["shadow"]["version"], "credit-v2");
     let (status, body) = admin(&worker, reqwest::Method::DELETE, "/admin/model/shadow", Some(TOKEN), None).await;
     assert_eq!((status, &body["models"]["shadow"]), (200, &Value::Null));
+    assert!(worker.terminate(Duration::from_secs(20)));
+}
+
+/// The drift window's score series count and the reported model version, from `/fairness`.
+async fn reported(worker: &WorkerProcess) -> (u64, String) {
+    let body: Value = reqwest::get(worker.url("/fairness")).await.unwrap().json().await.unwrap();
+    let score = body["drift"]["series"].as_array().and_then(|series| series.last()).cloned().unwrap_or_default();
+    (score["window_count"].as_u64().unwrap_or(0), body["model_version"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Waits until `/fairness` reports `expected` (bounded), returning what it reported last.
+async fn wait_reported(worker: &WorkerProcess, expected: (u64, &str)) -> (u64, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = reported(worker).await;
+        if (now.0, now.1.as_str()) == expected || Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Monitoring follows a hot swap: 300 decisions by credit-v1, then credit-v2 is activated and
+/// decides 200. `/fairness` then reports credit-v2 with a drift window of its 200 decisions only
+/// (compared with its own training histograms), the persisted drift counts are split 300 / 200
+/// by model, and after a restart (credit-v1 active again, by configuration) the rebuilt window
+/// holds credit-v1's 300.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitoring_follows_the_active_model() {
+    let deployment = Deployment::create("swapmonitor", 2).await;
+    let root = models_root();
+    let env = worker_env(root.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut worker = WorkerProcess::start(&deployment, &env);
+    worker.wait_ready(Duration::from_secs(60)).await;
+    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    replay(&ReplayOptions { count: Some(300), ..deployment.replay_options("v1") }).await.expect("replay");
+    assert_eq!(wait_for_audit_rows(&pool, 300, Duration::from_secs(60)).await, 300);
+    assert_eq!(wait_reported(&worker, (300, "credit-v1")).await, (300, "credit-v1".to_owned()));
+
+    let body = json!({"version": "credit-v2"});
+    let (status, body) = admin(&worker, reqwest::Method::POST, "/admin/model/activate", Some(TOKEN), Some(body)).await;
+    assert_eq!(status, 200, "{body}");
+    replay(&ReplayOptions { count: Some(200), ..deployment.replay_options("v2") }).await.expect("replay");
+    assert_eq!(wait_for_audit_rows(&pool, 500, Duration::from_secs(60)).await, 500);
+    let after_swap = wait_reported(&worker, (200, "credit-v2")).await;
+    assert_eq!(after_swap, (200, "credit-v2".to_owned()), "the monitors kept the startup model's window");
+
+    let persisted: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT p.model_version, (SELECT sum(c) FROM monitor_drift m, unnest(m.counts) AS c \
+                                  WHERE m.model_sha256 = p.model_sha256 AND m.series = (SELECT max(series) FROM monitor_drift))::int8 \
+         FROM (SELECT DISTINCT model_version, model_sha256 FROM decision_policies) p ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(persisted, vec![("credit-v1".to_owned(), 300), ("credit-v2".to_owned(), 200)]);
+
+    assert!(worker.terminate(Duration::from_secs(20)));
+    let mut worker = WorkerProcess::start(&deployment, &env);
+    worker.wait_ready(Duration::from_secs(60)).await;
+    assert_eq!(wait_reported(&worker, (300, "credit-v1")).await, (300, "credit-v1".to_owned()), "rebuilt window");
     assert!(worker.terminate(Duration::from_secs(20)));
 }

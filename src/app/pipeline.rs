@@ -123,6 +123,7 @@ impl Pipeline {
         records.retain(|record| claims.contains_key(&record.partition));
         let started = Instant::now();
         let model = self.models.active();
+        self.monitoring.follow_model(&model.bundle.card);
         let context = self.batch_context(&model, &records, claims.clone()).await?;
         self.observe_stage("decode_schemas", started);
 

@@ -18,6 +18,8 @@ pub struct DriftCount {
     pub partition: i32,
     pub bucket_ms: i64,
     pub series: i16,
+    /// The model whose histogram the bins are of.
+    pub model_sha256: String,
     pub counts: Vec<i64>,
 }
 

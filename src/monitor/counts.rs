@@ -12,7 +12,7 @@ impl Monitoring {
     pub fn bucket_counts(&self, rows: &[&AuditRow]) -> BucketCounts {
         let width = self.fairness.bucket_millis();
         let mut fairness: BTreeMap<(i32, i64, i16, String), [i64; 3]> = BTreeMap::new();
-        let mut drift: BTreeMap<(i32, i64, i16), Vec<i64>> = BTreeMap::new();
+        let mut drift: BTreeMap<(i32, i64, i16, &str), Vec<i64>> = BTreeMap::new();
         let mut watermarks: BTreeMap<i32, i64> = BTreeMap::new();
         for row in rows {
             let event_millis = row.event_time.timestamp_millis();
@@ -22,8 +22,9 @@ impl Monitoring {
             for (attribute, group) in self.fairness.grouping().classify(&row.protected).into_iter().enumerate() {
                 fairness.entry((partition, bucket_ms, attribute as i16, group)).or_default()[outcome] += 1;
             }
-            for (series, bin, bins) in self.drift.bins(&row.inputs, row.probability_of_default) {
-                let counts = drift.entry((partition, bucket_ms, series as i16)).or_insert_with(|| vec![0; bins]);
+            let model = row.policy.model_sha256.as_str();
+            for (series, bin, bins) in self.drift.bins(model, &row.inputs, row.probability_of_default) {
+                let counts = drift.entry((partition, bucket_ms, series as i16, model)).or_insert_with(|| vec![0; bins]);
                 if let Some(count) = counts.get_mut(bin) {
                     *count += 1;
                 }
@@ -44,7 +45,13 @@ impl Monitoring {
                 .collect(),
             drift: drift
                 .into_iter()
-                .map(|((partition, bucket_ms, series), counts)| DriftCount { partition, bucket_ms, series, counts })
+                .map(|((partition, bucket_ms, series, model), counts)| DriftCount {
+                    partition,
+                    bucket_ms,
+                    series,
+                    model_sha256: model.to_owned(),
+                    counts,
+                })
                 .collect(),
             watermarks: watermarks.into_iter().collect(),
         }
@@ -57,6 +64,7 @@ impl Monitoring {
             row.event_time.timestamp_millis(),
             &row.protected,
             row.outcome,
+            &row.policy.model_sha256,
             &row.inputs,
             row.probability_of_default,
         );

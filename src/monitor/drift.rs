@@ -11,6 +11,9 @@
 //! threshold (0.25 by convention; 0.1 is "watch") and the χ² critical value at α = 0.001,
 //! so a handful of events can never raise a drift alert.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use serde::Serialize;
 
 use super::window::{Counts, RollingWindow};
@@ -68,44 +71,131 @@ pub struct DriftSnapshot {
     pub series: Vec<SeriesDrift>,
 }
 
-/// In-memory drift windows of one replica: (partition, series, bin) counts.
-pub struct DriftMonitor {
+/// A model's drift baseline: its training histograms, features in card order, then the score.
+struct Baseline {
+    version: String,
     histograms: Vec<Histogram>,
-    window: RollingWindow<(i32, usize, usize)>,
+}
+
+/// The models whose counts a replica holds, by window key, and the active one.
+struct Models {
+    /// Model hashes by key: every model decided under (or restored) in this replica.
+    hashes: Vec<String>,
+    /// Baselines of the models loaded in this process, by key.
+    baselines: HashMap<u16, Arc<Baseline>>,
+    active: u16,
+}
+
+impl Models {
+    fn key(&self, model_sha256: &str) -> Option<u16> {
+        self.hashes.iter().position(|hash| hash == model_sha256).map(|key| key as u16)
+    }
+
+    fn key_or_insert(&mut self, model_sha256: &str) -> u16 {
+        self.key(model_sha256).unwrap_or_else(|| {
+            self.hashes.push(model_sha256.to_owned());
+            (self.hashes.len() - 1) as u16
+        })
+    }
+}
+
+/// In-memory drift windows of one replica: (model, partition, series, bin) counts. Each
+/// model's decisions are binned with its own histograms and only the active model's window is
+/// reported, so a hot swap reports the new model against its own baseline, and a rollback finds
+/// the earlier model's window again (as a rebuild from the persisted counts does).
+pub struct DriftMonitor {
+    models: RwLock<Models>,
+    window: RollingWindow<(u16, i32, usize, usize)>,
     min_count: u64,
     threshold: f64,
 }
 
-impl DriftMonitor {
-    /// Series: the card's feature histograms, then the score histogram.
-    pub fn new(card: &ModelCard, min_count: u64, threshold: f64, bucket_millis: i64, bucket_count: i64) -> Self {
-        let mut histograms = card.histograms.features.clone();
-        histograms.push(card.histograms.score.clone());
-        Self { histograms, window: RollingWindow::new(bucket_millis, bucket_count), min_count, threshold }
-    }
+fn baseline(card: &ModelCard) -> Arc<Baseline> {
+    let mut histograms = card.histograms.features.clone();
+    histograms.push(card.histograms.score.clone());
+    Arc::new(Baseline { version: card.version.clone(), histograms })
+}
 
-    /// Counts one scored row (`features` in card order).
-    pub fn record(&self, partition: i32, event_millis: i64, features: &[f64], score: f64) {
-        let values = features.iter().copied().chain(std::iter::once(score));
-        for (series, (histogram, value)) in self.histograms.iter().zip(values).enumerate() {
-            self.window.add((partition, series, histogram.bin_of(value)), event_millis, Counts::one(false));
+impl DriftMonitor {
+    /// Drift against `card`'s training histograms.
+    pub fn new(card: &ModelCard, min_count: u64, threshold: f64, bucket_millis: i64, bucket_count: i64) -> Self {
+        let models = Models {
+            hashes: vec![card.model_sha256.clone()],
+            baselines: HashMap::from([(0, baseline(card))]),
+            active: 0,
+        };
+        Self {
+            models: RwLock::new(models),
+            window: RollingWindow::new(bucket_millis, bucket_count),
+            min_count,
+            threshold,
         }
     }
 
-    /// The bin of every series for one row (`features` in card order, then the score).
-    pub fn bins(&self, features: &[f64], score: f64) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
-        let values = features.iter().copied().chain(std::iter::once(score)).collect::<Vec<_>>();
-        self.histograms
-            .iter()
-            .enumerate()
-            .zip(values)
-            .map(|((series, histogram), value)| (series, histogram.bin_of(value), histogram.counts.len()))
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Models> {
+        self.models.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Restores one persisted bucket of `partition`'s `series` (counts per bin).
-    pub fn restore_bucket(&self, partition: i32, series: usize, bucket_ms: i64, bins: &[u64]) {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Models> {
+        self.models.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes `card`'s model the one reported; returns whether it was another before.
+    pub fn follow(&self, card: &ModelCard) -> bool {
+        {
+            let models = self.read();
+            if models.hashes[models.active as usize] == card.model_sha256 {
+                return false;
+            }
+        }
+        let mut models = self.write();
+        let key = models.key_or_insert(&card.model_sha256);
+        models.baselines.entry(key).or_insert_with(|| baseline(card));
+        models.active = key;
+        true
+    }
+
+    /// The reported model's version.
+    pub fn model_version(&self) -> String {
+        let models = self.read();
+        models.baselines.get(&models.active).map(|baseline| baseline.version.clone()).unwrap_or_default()
+    }
+
+    /// The key and baseline of a model loaded in this process.
+    fn loaded(&self, model_sha256: &str) -> Option<(u16, Arc<Baseline>)> {
+        let models = self.read();
+        let key = models.key(model_sha256)?;
+        Some((key, Arc::clone(models.baselines.get(&key)?)))
+    }
+
+    /// Counts one row scored by `model_sha256` (`features` in its card order).
+    pub fn record(&self, partition: i32, event_millis: i64, model_sha256: &str, features: &[f64], score: f64) {
+        let Some((key, baseline)) = self.loaded(model_sha256) else { return };
+        let values = features.iter().copied().chain(std::iter::once(score));
+        for (series, (histogram, value)) in baseline.histograms.iter().zip(values).enumerate() {
+            self.window.add((key, partition, series, histogram.bin_of(value)), event_millis, Counts::one(false));
+        }
+    }
+
+    /// (series, bin, bins) of every series for one row scored by `model_sha256` (`features` in
+    /// its card order, then the score); none for a model not loaded in this process.
+    pub fn bins(&self, model_sha256: &str, features: &[f64], score: f64) -> Vec<(usize, usize, usize)> {
+        let Some((_, baseline)) = self.loaded(model_sha256) else { return Vec::new() };
+        let values = features.iter().copied().chain(std::iter::once(score));
+        baseline
+            .histograms
+            .iter()
+            .zip(values)
+            .enumerate()
+            .map(|(series, (histogram, value))| (series, histogram.bin_of(value), histogram.counts.len()))
+            .collect()
+    }
+
+    /// Restores one persisted bucket of `partition`'s `series` under `model_sha256` (counts per bin).
+    pub fn restore_bucket(&self, partition: i32, model_sha256: &str, series: usize, bucket_ms: i64, bins: &[u64]) {
+        let key = self.write().key_or_insert(model_sha256);
         for (bin, count) in bins.iter().enumerate().filter(|(_, count)| **count > 0) {
-            self.window.add_bucket((partition, series, bin), bucket_ms, Counts { total: *count, hits: 0 });
+            self.window.add_bucket((key, partition, series, bin), bucket_ms, Counts { total: *count, hits: 0 });
         }
     }
 
@@ -116,17 +206,23 @@ impl DriftMonitor {
 
     /// Drops the contribution of `partitions`.
     pub fn forget_partitions(&self, partitions: &[i32]) {
-        self.window.forget(|(partition, _, _)| partitions.contains(partition));
+        self.window.forget(|(_, partition, _, _)| partitions.contains(partition));
     }
 
-    /// PSI per series over the window.
+    /// PSI per series of the reported model over the window.
     pub fn snapshot(&self) -> DriftSnapshot {
-        let mut actual: Vec<Vec<u64>> = self.histograms.iter().map(|h| vec![0; h.counts.len()]).collect();
-        for ((_, series, bin), counts) in self.window.window() {
-            actual[series][bin] += counts.total;
+        let (active, histograms) = {
+            let models = self.read();
+            let histograms = models.baselines.get(&models.active).map(|baseline| baseline.histograms.clone());
+            (models.active, histograms.unwrap_or_default())
+        };
+        let mut actual: Vec<Vec<u64>> = histograms.iter().map(|h| vec![0; h.counts.len()]).collect();
+        for ((model, _, series, bin), counts) in self.window.window() {
+            if let Some(bin) = actual.get_mut(series).and_then(|bins| bins.get_mut(bin)).filter(|_| model == active) {
+                *bin += counts.total;
+            }
         }
-        let series = self
-            .histograms
+        let series = histograms
             .iter()
             .zip(actual)
             .map(|(histogram, actual)| {
@@ -166,6 +262,43 @@ mod tests {
         let expected = (q1 - 0.5) * (q1 / 0.5_f64).ln() + (q2 - 0.5) * (q2 / 0.5_f64).ln();
         assert!((psi(&[50, 50], &[90, 10]) - expected).abs() < 1e-12);
         assert!(psi(&[100, 0], &[0, 100]).is_finite());
+    }
+
+    fn card(version: &str) -> ModelCard {
+        let text = match version {
+            "credit-v1" => include_str!("../../models/credit-v1/model_card.json"),
+            _ => include_str!("../../models/credit-v2/model_card.json"),
+        };
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn score_count(monitor: &DriftMonitor) -> u64 {
+        monitor.snapshot().series.last().unwrap().window_count
+    }
+
+    /// After a swap the new model is reported against its own histograms over its own decisions
+    /// (a row of an in-flight batch of the old model does not count in it); a rollback finds the
+    /// old model's window again; rows of a model never loaded are not binned.
+    #[test]
+    fn drift_follows_the_active_model() {
+        let (v1, v2) = (card("credit-v1"), card("credit-v2"));
+        let monitor = DriftMonitor::new(&v1, 1, 0.25, 60_000, 10);
+        let features = vec![0.0; v1.histograms.features.len()];
+        for _ in 0..3 {
+            monitor.record(0, 1_000, &v1.model_sha256, &features, 0.3);
+        }
+        assert_eq!((score_count(&monitor), monitor.model_version()), (3, "credit-v1".to_owned()));
+        assert!(monitor.follow(&v2) && !monitor.follow(&v2));
+        assert_eq!((score_count(&monitor), monitor.model_version()), (0, "credit-v2".to_owned()));
+        assert_eq!(monitor.snapshot().series.last().unwrap().name, v2.histograms.score.name);
+        monitor.record(1, 2_000, &v2.model_sha256, &features, 0.3);
+        monitor.record(1, 2_000, &v2.model_sha256, &features, 0.3);
+        monitor.record(1, 2_000, &v1.model_sha256, &features, 0.3);
+        monitor.record(1, 2_000, "never-loaded", &features, 0.3);
+        assert!(monitor.bins("never-loaded", &features, 0.3).is_empty());
+        assert_eq!(score_count(&monitor), 2);
+        assert!(monitor.follow(&v1));
+        assert_eq!(score_count(&monitor), 4);
     }
 
     /// The critical value shrinks with the sample size and is infinite with no data.

@@ -189,7 +189,7 @@ impl Monitoring {
             window_seconds: detail.window_seconds,
             sample_size: detail.sample_size as i64,
             reference_sample_size: detail.reference_sample_size.map(|size| size as i64),
-            model_version: self.model_version.clone(),
+            model_version: self.model_version(),
             state_since: transition.since_millis,
             emitted_at: now_millis,
         }

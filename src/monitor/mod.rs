@@ -64,7 +64,6 @@ pub struct Monitoring {
     thresholds: Thresholds,
     /// Buckets in the fairness and drift windows.
     window_buckets: i64,
-    model_version: String,
     metrics: Metrics,
 }
 
@@ -100,7 +99,6 @@ impl Monitoring {
                 psi: config.drift.psi_threshold,
             },
             window_buckets: bucket_count,
-            model_version: card.version.clone(),
             metrics,
         }
     }
@@ -112,6 +110,7 @@ impl Monitoring {
         event_millis: i64,
         protected: &ProtectedAttributes,
         outcome: DecisionOutcome,
+        model_sha256: &str,
         features: &[f64],
         probability_of_default: f64,
     ) {
@@ -119,7 +118,23 @@ impl Monitoring {
         for (attribute, group) in ATTRIBUTES.iter().zip(&groups) {
             self.metrics.fairness_decisions.with_label_values(&[attribute, group.as_str(), outcome.as_str()]).inc();
         }
-        self.drift.record(partition, event_millis, features, probability_of_default);
+        self.drift.record(partition, event_millis, model_sha256, features, probability_of_default);
+    }
+
+    /// Reports `card`'s model from now on: its version, drift against its training histograms
+    /// over the window of its own decisions, and outcomes joined to its decisions only. Called
+    /// with the model of every batch; on a change the earlier model's drift gauges are cleared.
+    pub fn follow_model(&self, card: &ModelCard) {
+        if self.drift.follow(card) {
+            self.metrics.drift_psi.reset();
+            self.outcomes.forget_all();
+            tracing::info!(version = %card.version, "monitors follow the active model");
+        }
+    }
+
+    /// The version of the model reported.
+    pub fn model_version(&self) -> String {
+        self.drift.model_version()
     }
 
     /// Counts an outcome event by result (`matched`, `unmatched`, `invalid`).
@@ -137,7 +152,7 @@ impl Monitoring {
     pub fn report(&self) -> Value {
         let statuses = self.tracker.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).statuses();
         json!({
-            "model_version": self.model_version,
+            "model_version": self.model_version(),
             "fairness": self.fairness.snapshot(),
             "drift": self.drift.snapshot(),
             "outcomes": self.outcomes.snapshot(),

@@ -124,6 +124,13 @@ impl OutcomeMonitor {
         self.scores.forget(|(partition, ..)| partitions.contains(partition));
     }
 
+    /// Drops every labelled decision: they were joined to the decisions of a model that is no
+    /// longer the active one (a rebuild joins the active model's only, too).
+    pub fn forget_all(&self) {
+        self.good_payers.forget(|_| true);
+        self.scores.forget(|_| true);
+    }
+
     /// Current figures.
     pub fn snapshot(&self) -> OutcomeSnapshot {
         let mut histograms: std::collections::HashMap<(usize, String), [Vec<u64>; 2]> = Default::default();

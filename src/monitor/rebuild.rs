@@ -54,16 +54,18 @@ impl Monitoring {
             for (attribute, group, counts) in totals {
                 self.fairness.restore_total(partition, attribute as usize, &group, three(&counts));
             }
-            let drift: Vec<(i64, i16, Vec<i64>)> = sqlx::query_as(
-                "SELECT bucket_ms, series, counts FROM monitor_drift WHERE source_id = $1 AND bucket_ms >= $2",
+            // Counts written before they carried their model ('') belong to no model's window.
+            let drift: Vec<(i64, i16, String, Vec<i64>)> = sqlx::query_as(
+                "SELECT bucket_ms, series, model_sha256, counts FROM monitor_drift \
+                 WHERE source_id = $1 AND bucket_ms >= $2 AND model_sha256 <> ''",
             )
             .bind(source_id)
             .bind(watermark - span)
             .fetch_all(&mut *transaction)
             .await?;
-            for (bucket_ms, series, counts) in drift {
+            for (bucket_ms, series, model, counts) in drift {
                 let bins: Vec<u64> = counts.iter().map(|count| (*count).max(0) as u64).collect();
-                self.drift.restore_bucket(partition, series as usize, bucket_ms, &bins);
+                self.drift.restore_bucket(partition, &model, series as usize, bucket_ms, &bins);
                 buckets += 1;
             }
         }

@@ -62,10 +62,10 @@ pub async fn add(
         .execute(&mut *connection)
         .await?;
     }
-    let mut drift: BTreeMap<(i32, i64, i16), Vec<i64>> = BTreeMap::new();
+    let mut drift: BTreeMap<(i32, i64, i16, &str), Vec<i64>> = BTreeMap::new();
     for count in &counts.drift {
         let Some(source_id) = source(count.partition) else { continue };
-        let bins = drift.entry((source_id, count.bucket_ms, count.series)).or_default();
+        let bins = drift.entry((source_id, count.bucket_ms, count.series, &count.model_sha256)).or_default();
         bins.resize(bins.len().max(count.counts.len()), 0);
         for (bin, value) in bins.iter_mut().zip(&count.counts) {
             *bin += value;
@@ -79,10 +79,10 @@ pub async fn add(
             last.push(flat.len() as i32);
         }
         sqlx::query(
-            "INSERT INTO monitor_drift (source_id, bucket_ms, series, counts) \
-             SELECT s, b, series, ($6::int8[])[first:last] \
-             FROM unnest($1::int[], $2::int8[], $3::int2[], $4::int4[], $5::int4[]) AS v(s, b, series, first, last) \
-             ON CONFLICT (source_id, bucket_ms, series) DO UPDATE SET counts = ARRAY( \
+            "INSERT INTO monitor_drift (source_id, bucket_ms, series, model_sha256, counts) \
+             SELECT s, b, series, model, ($6::int8[])[first:last] \
+             FROM unnest($1::int[], $2::int8[], $3::int2[], $4::int4[], $5::int4[], $7::text[]) AS v(s, b, series, first, last, model) \
+             ON CONFLICT (source_id, bucket_ms, series, model_sha256) DO UPDATE SET counts = ARRAY( \
                SELECT coalesce(old, 0) + coalesce(new, 0) \
                FROM unnest(monitor_drift.counts, EXCLUDED.counts) WITH ORDINALITY AS t(old, new, bin) ORDER BY bin)",
         )
@@ -92,6 +92,7 @@ pub async fn add(
         .bind(&first)
         .bind(&last)
         .bind(&flat)
+        .bind(drift.keys().map(|key| key.3).collect::<Vec<_>>())
         .execute(&mut *connection)
         .await?;
     }
