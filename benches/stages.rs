@@ -178,10 +178,12 @@ fn stages(c: &mut Criterion) {
         })
         .collect();
     group.throughput(Throughput::Elements(audit_rows.len() as u64));
-    group.bench_function("audit_row_hash", |b| {
+    let keys = credit_worker::codec::ProtectedKeys::parse(&credit_worker::codec::ProtectedKeys::generate()).unwrap();
+    group.bench_function("audit_row_seal_and_hash", |b| {
         b.iter(|| {
             for row in &audit_rows {
-                black_box(row.hash(1, &GENESIS));
+                let sealed = keys.seal(&row.application_id, &row.protected);
+                black_box(row.hash(1, &GENESIS, Some(&sealed)));
             }
         })
     });

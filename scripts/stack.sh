@@ -84,6 +84,15 @@ stop_pidfile() {
   fi
 }
 
+# The local key that seals protected attributes in audit rows (created once, readable by this
+# user only; deleting it makes the local audit rows' protected attributes unreadable).
+ensure_protected_key() {
+  local key="$state/protected.key"
+  [ -s "$key" ] && return 0
+  ( umask 077; printf '1 %s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >"$key.tmp" && mv "$key.tmp" "$key" )
+  log "created the local protected-attribute key $key"
+}
+
 case "${1:-up}" in
   up)
     exec 9>"$state/run/stack.lock"
@@ -93,6 +102,7 @@ case "${1:-up}" in
     ensure_database credit_worker
     start_tansu
     start_registry
+    ensure_protected_key
     # A broker that has just opened its port may not answer admin requests yet: retry.
     for attempt in 1 2 3 4 5 6; do
       "$bin" create-topics --bootstrap-servers "127.0.0.1:$kafka_port" --partitions "$partitions" "${topics[@]}" >&2 && break

@@ -23,8 +23,10 @@
 //! - [`config`]: raw TOML, environment overlay, secrets → a validated [`config::WorkerConfig`].
 //! - [`domain`]: pure events, features, the decision policy, reasons, groups, the audit row and its hash.
 //! - [`model`]: model bundles and cards, compiled trees, scoring threads, the model lifecycle.
-//! - [`codec`]: Confluent wire format and Avro; the schema registry client.
-//! - `sources`: the Kafka consumer and which offsets may be stored.
+//! - [`codec`]: Confluent wire format and Avro; the schema registry client; protected attributes
+//!   sealed for storage.
+//! - [`sources`]: the Kafka consumer and which offsets may be stored (public for the consumer
+//!   group tests).
 //! - `sinks`: decisions and dead letters to Kafka; audit rows and outcomes to PostgreSQL.
 //! - [`monitor`]: windows, fairness, drift, outcomes, alerts, shadow comparison (pure); the
 //!   evaluator and the rebuild kept apart.
@@ -49,5 +51,5 @@ pub mod model;
 pub mod monitor;
 pub mod ops;
 mod sinks;
-mod sources;
+pub mod sources;
 pub mod telemetry;

@@ -118,19 +118,17 @@ async fn database_outage_is_waited_out_without_loss() {
     let (deployment, direct, proxy, worker) = worker_behind_database_proxy("pgdown").await;
     let options = ReplayOptions { count: Some(EVENTS), rate: 300.0, ..deployment.replay_options("pgdown") };
     let producer = tokio::spawn(async move { replay(&options).await.expect("replay") });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = tokio::spawn(offsets_never_pass_the_audit(deployment.clone(), direct.clone(), stop.clone()));
     wait_for_audit_rows(&direct, 300, Duration::from_secs(30)).await;
 
     proxy.cut();
     let outage = Instant::now();
-    let (mut saw_not_ready, mut checks) = (false, 0);
+    let mut saw_not_ready = false;
     while outage.elapsed() < Duration::from_secs(15) {
         let ready = reqwest::get(worker.url("/ready")).await.map(|r| r.status().as_u16()).unwrap_or(0);
         saw_not_ready |= ready == 503;
-        let audited = audit_rows(&direct).await;
-        let committed = committed_sum(&deployment, 4);
-        assert!(committed <= audited, "offset committed past the audit table: {committed} > {audited}");
-        checks += 1;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let rows_during = audit_rows(&direct).await;
     let retries = worker.metrics().await.sum("credit_worker_sink_retries_total", &[("sink", "postgres")]);
@@ -140,7 +138,7 @@ async fn database_outage_is_waited_out_without_loss() {
     let (applications, total) = audit_counts(&direct).await;
     let peak = worker.peak_rss_mib();
     println!(
-        "outage 15 s: {checks} checks, rows at end of outage {rows_during}, postgres retries {retries}, \
+        "outage 15 s: rows at end of outage {rows_during}, postgres retries {retries}, \
          final rows {rows}, peak RSS {peak:.1} MiB"
     );
     assert!(saw_not_ready, "/ready must report the database outage");
@@ -151,7 +149,33 @@ async fn database_outage_is_waited_out_without_loss() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(committed_sum(&deployment, 4), EVENTS as i64, "every offset committed after the outage");
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let checks = sampler.await.unwrap();
+    println!("committed offsets checked against the audit table {checks} times, before, during and after the outage");
+    assert!(checks >= 10, "{checks}");
     assert!(worker.terminate(Duration::from_secs(20)));
+}
+
+/// Until `stop`, checks that the group's committed offsets never pass the audit table (the
+/// committed sum is read first: rows only grow, so a commit ahead of its rows shows); returns
+/// the number of checks.
+async fn offsets_never_pass_the_audit(
+    deployment: Deployment,
+    pool: sqlx::PgPool,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u32 {
+    let mut checks = 0;
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        let committed = {
+            let deployment = deployment.clone();
+            tokio::task::spawn_blocking(move || committed_sum(&deployment, 4)).await.unwrap()
+        };
+        let audited = audit_rows(&pool).await;
+        assert!(committed <= audited, "offset committed past the audit table: {committed} > {audited}");
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    checks
 }
 
 /// A 60 000-event backlog arrives while PostgreSQL is cut off (a stopped sink): the worker
@@ -164,7 +188,19 @@ async fn backlog_behind_a_stopped_sink_keeps_memory_bounded() {
     let idle = worker.peak_rss_mib();
     proxy.cut();
     replay(&ReplayOptions { count: Some(EVENTS), ..deployment.replay_options("backlog") }).await.expect("replay");
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The worker holds all it will hold once it stops consuming: its count unchanged for 2 s.
+    let (deadline, mut consumed, mut since) = (Instant::now() + Duration::from_secs(60), -1.0, Instant::now());
+    loop {
+        let now = worker.metric("credit_worker_events_consumed_total").await;
+        if now != consumed {
+            (consumed, since) = (now, Instant::now());
+        } else if consumed > 0.0 && since.elapsed() >= Duration::from_secs(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still consuming with the sink stopped: {consumed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(consumed < EVENTS as f64, "the whole backlog was taken in with the sink stopped: {consumed}");
     let stalled = worker.peak_rss_mib();
     let rows_stalled = audit_rows(&direct).await;
     proxy.restore();
@@ -202,7 +238,11 @@ async fn registry_outage_at_start_and_mid_run() {
     let port = free_port();
     let registry_url = format!("http://127.0.0.1:{port}");
     let mut worker = WorkerProcess::start(&deployment, &[("CREDIT_WORKER__SCHEMA_REGISTRY__URL", &registry_url)]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !worker.log_text().contains("registering a schema failed; retrying") {
+        assert!(Instant::now() < deadline, "the worker never tried the registry: {}", worker.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let ready = reqwest::get(worker.url("/ready")).await.unwrap();
     assert_eq!(ready.status(), 503, "not ready without the registry");
     let mut registry = start_registry(port, &state.path().join("registry.json"));
@@ -223,7 +263,11 @@ async fn registry_outage_at_start_and_mid_run() {
     // (same schema id) on another port, while the worker's registry stays down.
     let replay_port = free_port();
     let mut replay_registry = start_registry(replay_port, &state.path().join("registry.json"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("http://127.0.0.1:{replay_port}/subjects")).await.is_err() {
+        assert!(Instant::now() < deadline, "the second stand-in did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let producer = ReplayOptions {
         count: Some(1000),
         schema_registry_url: format!("http://127.0.0.1:{replay_port}"),

@@ -45,6 +45,17 @@ fn alerts_until(deployment: &Deployment, done: impl Fn(&[MonitoringAlert]) -> bo
     }
 }
 
+/// Waits until the evaluator has completed two evaluations from now: the second started after
+/// this call, so the gauges and alert events reflect every decision counted before it.
+async fn wait_evaluated(worker: &WorkerProcess) {
+    let target = worker.metric("credit_worker_monitor_evaluations_total").await + 2.0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while worker.metric("credit_worker_monitor_evaluations_total").await < target {
+        assert!(Instant::now() < deadline, "the evaluator stopped; log: {}", worker.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn wait_decided(worker: &WorkerProcess, total: f64) {
     let deadline = Instant::now() + Duration::from_secs(90);
     while worker.metric("credit_worker_decisions_total").await < total {
@@ -74,7 +85,7 @@ async fn bias_and_drift_alerts_fire_and_resolve() {
 
     replay(&options(&deployment, "fair", vec![])).await.unwrap();
     wait_decided(&worker, 1000.0).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_evaluated(&worker).await;
     assert!(alerts(&deployment, 1, Duration::from_secs(2)).is_empty(), "no alert on an unbiased replay");
     let fair_di = gauge(&worker, DI, &YOUNG_DI_POINT).await;
     let fair_psi = gauge(&worker, "credit_worker_drift_psi", &CREDIT_AMOUNT).await;
@@ -98,8 +109,10 @@ async fn bias_and_drift_alerts_fire_and_resolve() {
     let biased_di = gauge(&worker, DI, &YOUNG_DI_POINT).await;
     let biased_psi = gauge(&worker, "credit_worker_drift_psi", &CREDIT_AMOUNT).await;
 
-    tokio::time::sleep(Duration::from_secs(WINDOW_SECONDS + 1)).await;
-    replay(&options(&deployment, "after", vec![])).await.unwrap();
+    // Unbiased traffic one window later in event time: the biased buckets leave the window.
+    let later = chrono::Utc::now().timestamp_millis() + (WINDOW_SECONDS as i64 + 1) * 1000;
+    let after = ReplayOptions { event_time_ms: Some(later), ..options(&deployment, "after", vec![]) };
+    replay(&after).await.unwrap();
     wait_decided(&worker, 3000.0).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while gauge(&worker, "credit_worker_alert_firing", &firing).await != 0.0 {
@@ -165,7 +178,7 @@ async fn fairness_window_total(worker: &WorkerProcess) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_give_equal_opportunity_and_rolling_auc() {
     let deployment = Deployment::create("outcomes", 2).await;
-    let mut worker = WorkerProcess::start(&deployment, &[]);
+    let mut worker = WorkerProcess::start(&deployment, &[("CREDIT_WORKER__ALERTS__EVALUATION_INTERVAL_MS", "200")]);
     worker.wait_ready(Duration::from_secs(60)).await;
     let base = ReplayOptions { protected: ProtectedMode::AsRecorded, ..options(&deployment, "out", vec![]) };
     replay(&base).await.unwrap();
@@ -197,7 +210,16 @@ async fn outcomes_give_equal_opportunity_and_rolling_auc() {
     let labels: Vec<f32> = rows.iter().map(|row| if row.1 { 1.0 } else { 0.0 }).collect();
     let exact = credit_worker::monitor::roc_auc(&scores, &labels);
 
-    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let report: serde_json::Value = reqwest::get(worker.url("/fairness")).await.unwrap().json().await.unwrap();
+        if report["outcomes"]["labelled"] == 1000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "outcomes not joined: {}", report["outcomes"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_evaluated(&worker).await;
     let report: serde_json::Value = reqwest::get(worker.url("/fairness")).await.unwrap().json().await.unwrap();
     let outcomes = &report["outcomes"];
     assert_eq!(outcomes["labelled"], 1000);

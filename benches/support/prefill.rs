@@ -25,11 +25,11 @@ pub async fn prefill(url: &str, rows: u64) {
             .to_owned(),
         format!(
             "INSERT INTO decisions (source_id, chain_seq, source_offset, application_id, policy_id, outcome, \
-               probability_of_default, inputs, reasons, contributions, sex_status, age_in_years, foreign_worker, \
+               probability_of_default, inputs, reasons, contributions, protected_sealed, \
                schema_id, event_time, consumed_at, processed_at, row_hash) \
              SELECT s.source_id, g, g, 'prefill-' || g, p.policy_id, (g % 3)::int2, (g % 1000) / 1000.0, \
                ARRAY[g % 4, 24, g % 5, g % 10, 1000 + g % 9000, g % 5, g % 5, 2, 0, 3, 1, 0, 1, 1, 2, 1, 0]::float8[], \
-               '{{1}}', '{{0.25}}', 'male : single', (20 + g % 50)::int2, 'yes', 1, \
+               '{{1}}', '{{0.25}}', sha256(int8send(g)) || sha256(int8send(-g)), 1, \
                date_trunc('month', now()) + (g % 86400) * interval '1 second', date_trunc('month', now()), \
                date_trunc('month', now()) + (g % 86400) * interval '1 second', sha256(int8send(g)) \
              FROM generate_series(1, {rows}) AS g, source_partitions s, decision_policies p \

@@ -151,6 +151,7 @@ pub async fn replay(options: &ReplayOptions) -> Result<ReplayReport> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &options.bootstrap_servers)
         .set("acks", "all")
+        .set("enable.idempotence", "true")
         .set("linger.ms", "10")
         .set("message.timeout.ms", "60000")
         .create()

@@ -56,5 +56,6 @@ pub async fn run_evaluator(
                 return;
             }
         }
+        monitoring.evaluation_published();
     }
 }

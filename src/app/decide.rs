@@ -228,6 +228,7 @@ fn decide(
         inputs: inputs.to_vec(),
         reasons,
         protected: item.application.protected_attributes,
+        sealed: None,
         schema_id: item.schema_id as i32,
         source_topic: Arc::clone(&record.topic),
         source_partition: record.partition,

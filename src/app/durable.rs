@@ -138,8 +138,24 @@ impl Pipeline {
         outcomes: &[Outcome],
         epochs: &HashMap<i32, u64>,
     ) -> Result<(), Abandoned> {
+        // The offsets of an attempt whose commit's outcome is unknown.
+        let in_doubt: std::sync::Mutex<Option<rdkafka::TopicPartitionList>> = std::sync::Mutex::new(None);
         let attempt = || async {
             let started = Instant::now();
+            let doubtful = in_doubt.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+            if let Some(offsets) = doubtful {
+                // Settled first, whatever is owned now: the replaced producer's transaction is
+                // committed or aborted, and its offsets say which.
+                let settled = tokio::task::block_in_place(|| {
+                    self.producer.settle()?;
+                    self.source.committed_through(&offsets).map_err(|SourceError::Kafka(error)| SinkError::Kafka(error))
+                })?;
+                *in_doubt.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+                if settled {
+                    warn!("the transaction left in doubt had committed; the batch is announced");
+                    return Ok(next_offsets(records.iter().filter(|record| epochs.contains_key(&record.partition))));
+                }
+            }
             let owned =
                 |partition: i32| epochs.get(&partition).is_some_and(|epoch| self.assignment.owns(partition, *epoch));
             let publications: Vec<Publication<'_>> = records
@@ -164,6 +180,9 @@ impl Pipeline {
             let group = self.source.group_metadata().ok_or(SinkError::NoGroupMetadata)?;
             let result = tokio::task::block_in_place(|| self.producer.publish(&publications, &offsets, &group));
             self.observe_stage("publish", started);
+            if matches!(result, Err(SinkError::InDoubt(_))) {
+                *in_doubt.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(offsets);
+            }
             result.map(|()| next)
         };
         let on_retry = |error: &SinkError, _| {

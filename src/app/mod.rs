@@ -128,7 +128,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     );
     drop(active);
 
-    let audit = AuditStore::connect_lazy(&config.database.url, config.database.max_connections)?;
+    let keys = crate::config::protected_keys(&config.database)?;
+    let audit = AuditStore::connect_lazy(&config.database.url, config.database.max_connections, keys)?;
     if config.database.run_migrations {
         let migrate = || audit.migrate();
         let on_retry = |error: &SinkError, _| warn!(%error, "database migrations failed; retrying");

@@ -18,7 +18,7 @@ use crate::codec::{decode_outcome, split_frame, CodecError, SchemaCache};
 use crate::domain::{InputRecord, LoanOutcome};
 use crate::error::{Retriable, Retry};
 use crate::model::ModelManager;
-use crate::monitor::{LabelledDecision, Monitoring};
+use crate::monitor::{AuditReader, LabelledDecision, Monitoring};
 use crate::sinks::AuditStore;
 use crate::sources::{next_offsets, PartitionEvent, Source};
 
@@ -65,9 +65,20 @@ impl OutcomeConsumer {
             PartitionEvent::Assigned { partitions, at } => {
                 let partitions: Vec<i32> = partitions.iter().map(|(partition, _)| *partition).collect();
                 let model = self.models.active().bundle.card.model_sha256.clone();
+                let keys = match self.audit.keys() {
+                    Ok(keys) => keys,
+                    Err(error) => return warn!(%error, "rebuilding outcome windows failed"),
+                };
                 let rebuilt = self
                     .monitoring
-                    .rebuild_outcomes(self.audit.pool(), &self.topic, &partitions, at, &model, self.window_seconds)
+                    .rebuild_outcomes(
+                        AuditReader { pool: self.audit.pool(), keys },
+                        &self.topic,
+                        &partitions,
+                        at,
+                        &model,
+                        self.window_seconds,
+                    )
                     .await;
                 match rebuilt {
                     Ok(rows) => info!(?partitions, rows, "outcome windows rebuilt"),

@@ -1,9 +1,10 @@
 //! Bytes on the wire ↔ typed events: the Confluent frame and Avro bodies (`avro`), and the
 //! schema registry (`registry`): writer schemas by id, cached, and our output schemas
-//! registered.
+//! registered; protected attributes sealed for storage (`sealed`).
 
 mod avro;
 mod registry;
+mod sealed;
 
 use crate::domain::DeadLetter;
 use crate::error::{Retriable, Retry};
@@ -12,6 +13,7 @@ pub(crate) use avro::{decode_outcome, encode_framed};
 pub use avro::{split_frame, ApplicationDecoder};
 pub use registry::SchemaCache;
 pub(crate) use registry::{register_schema, registry_reachable};
+pub use sealed::{stored_protected, ProtectedKeys, SealError, SEAL_OVERHEAD};
 
 /// Why a record could not be decoded or encoded, or a schema not found or registered.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

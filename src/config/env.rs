@@ -25,7 +25,12 @@ impl RawConfig {
             }
             // Nest by `__` only, so a segment may contain dots (librdkafka property names).
             let path: Vec<String> = key.to_ascii_lowercase().split("__").map(str::to_owned).collect();
-            let mut nested: Value = value.parse().unwrap_or_else(|never| match never {});
+            // librdkafka properties stay text as given ("000123" is not the number 123).
+            let mut nested: Value = if path.starts_with(&["kafka".to_owned(), "client_properties".to_owned()]) {
+                Value::from(value.clone())
+            } else {
+                value.parse().unwrap_or_else(|never| match never {})
+            };
             for segment in path.iter().rev() {
                 nested = Value::from(Dict::from([(segment.clone(), nested)]));
             }

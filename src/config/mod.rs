@@ -21,7 +21,9 @@ pub use raw::{
     AdminConfig, AlertsConfig, DatabaseConfig, DriftConfig, FairnessConfig, HttpConfig, KafkaConfig, LoggingConfig,
     ModelConfig, PipelineConfig, RawConfig, SchemaRegistryConfig,
 };
-pub use secrets::{admin_token, redact_url_password, AdminToken, ADMIN_TOKEN_ENV, MIN_ADMIN_TOKEN_LENGTH};
+pub use secrets::{
+    admin_token, protected_keys, redact_url_password, AdminToken, ADMIN_TOKEN_ENV, MIN_ADMIN_TOKEN_LENGTH,
+};
 pub use validated::{LogFormat, WorkerConfig};
 
 /// Invalid configuration; every variant names the offending key.
@@ -35,6 +37,8 @@ pub enum ConfigError {
     Environment { variable: String, source: Box<figment::Error> },
     #[error("config key `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("environment variable `{variable}`: {reason}")]
+    Variable { variable: &'static str, reason: String },
 }
 
 pub(crate) fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -96,14 +100,27 @@ mod tests {
                 ("CREDIT_WORKER__PIPELINE__BATCH_MAX_RECORDS", "42"),
                 ("CREDIT_WORKER__MODEL__APPROVE_BELOW", "0.2"),
                 ("CREDIT_WORKER__KAFKA__CLIENT_PROPERTIES__SECURITY.PROTOCOL", "SSL"),
+                ("CREDIT_WORKER__KAFKA__CLIENT_PROPERTIES__TOPIC.METADATA.REFRESH.INTERVAL.MS", "1000"),
+                ("CREDIT_WORKER__KAFKA__CLIENT_PROPERTIES__SASL.PASSWORD", "000123"),
                 ("UNRELATED", "x"),
             ],
         )
         .unwrap();
+        let property = |key: &str| config.kafka.client_properties.get(key).map(String::as_str);
+        assert_eq!(property("topic.metadata.refresh.interval.ms"), Some("1000"));
+        assert_eq!(property("sasl.password"), Some("000123"), "kept as text, leading zeros included");
         assert_eq!(config.kafka.bootstrap_servers, "broker:29092");
         assert_eq!(config.pipeline.batch_max_records, 42);
         assert_eq!(config.model.approve_below, Some(0.2));
         assert_eq!(config.kafka.client_properties.get("security.protocol").map(String::as_str), Some("SSL"));
+    }
+
+    /// librdkafka properties written as numbers or booleans in the file pass as their text.
+    #[test]
+    fn numeric_client_properties_in_the_file_pass_as_text() {
+        let config = load("[kafka.client_properties]\n'linger.ms' = 5\n'enable.idempotence' = true", &[]).unwrap();
+        let property = |key: &str| config.kafka.client_properties.get(key).map(String::as_str);
+        assert_eq!((property("linger.ms"), property("enable.idempotence")), (Some("5"), Some("true")));
     }
 
     /// Unknown keys are rejected, and the error names them, from the file or from the environment.

@@ -113,8 +113,10 @@ pub struct KafkaConfig {
     /// transactional id unique to the process.
     #[serde(default)]
     pub instance_id: Option<String>,
-    /// Extra librdkafka properties for consumer and producer (security settings and tuning), passed through as is.
-    #[serde(default)]
+    /// Extra librdkafka properties for consumer and producer (security settings and tuning),
+    /// passed through as is; numbers and booleans (`linger.ms = 5`, or the same from the
+    /// environment) are passed as their text.
+    #[serde(default, deserialize_with = "property_values")]
     pub client_properties: BTreeMap<String, String>,
 }
 
@@ -138,6 +140,10 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Apply the bundled migrations at start.
     pub run_migrations: bool,
+    /// File of the keys that seal protected attributes at rest (a mounted secret; one
+    /// `<id> <64 hex digits>` per line, the last one sealing). Required by the worker.
+    #[serde(default)]
+    pub protected_key_file: Option<PathBuf>,
 }
 
 /// Model selection.
@@ -180,6 +186,32 @@ pub struct PipelineConfig {
     /// Earliest accepted event time, in seconds before the processing time.
     #[serde(default = "default_max_event_time_past_seconds")]
     pub max_event_time_past_seconds: u64,
+}
+
+/// A librdkafka property value as written: text, a number or a boolean.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PropertyValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Boolean(bool),
+}
+
+fn property_values<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let values = BTreeMap::<String, PropertyValue>::deserialize(deserializer)?;
+    Ok(values
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                PropertyValue::Text(text) => text,
+                PropertyValue::Integer(number) => number.to_string(),
+                PropertyValue::Float(number) => number.to_string(),
+                PropertyValue::Boolean(flag) => flag.to_string(),
+            };
+            (key, text)
+        })
+        .collect())
 }
 
 fn default_batches_in_flight() -> usize {

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{invalid, AdminConfig, ConfigError, WorkerConfig};
+use super::{invalid, AdminConfig, ConfigError, DatabaseConfig, WorkerConfig};
+use crate::codec::ProtectedKeys;
 
 /// Environment variable holding the admin bearer token (alternative to `admin.token_file`).
 pub const ADMIN_TOKEN_ENV: &str = "CREDIT_WORKER_ADMIN_TOKEN";
@@ -93,7 +94,8 @@ pub fn redact_url_password(url: &str) -> String {
     }
 }
 
-/// The admin token from `admin.token_file`, else from [`ADMIN_TOKEN_ENV`] in `environment`.
+/// The admin token from `admin.token_file`, else from [`ADMIN_TOKEN_ENV`] in `environment` (an
+/// empty variable counts as unset).
 pub fn admin_token(
     admin: &AdminConfig,
     environment: &BTreeMap<String, String>,
@@ -103,10 +105,24 @@ pub fn admin_token(
             .map_err(|error| invalid("admin.token_file", format!("cannot read {}: {error}", path.display())))?;
         return AdminToken::new(&secret).map(Some).map_err(|reason| invalid("admin.token_file", reason));
     }
-    match environment.get(ADMIN_TOKEN_ENV) {
-        Some(secret) => AdminToken::new(secret).map(Some).map_err(|reason| invalid("admin.token_file", reason)),
+    match environment.get(ADMIN_TOKEN_ENV).filter(|secret| !secret.trim().is_empty()) {
+        Some(secret) => AdminToken::new(secret)
+            .map(Some)
+            .map_err(|reason| ConfigError::Variable { variable: ADMIN_TOKEN_ENV, reason }),
         None => Ok(None),
     }
+}
+
+/// The keys of `database.protected_key_file`; errors name the key and never show a key.
+pub fn protected_keys(database: &DatabaseConfig) -> Result<std::sync::Arc<ProtectedKeys>, ConfigError> {
+    const KEY: &str = "database.protected_key_file";
+    let path = database.protected_key_file.as_ref().ok_or_else(|| {
+        invalid(KEY, "required: the protected attributes are stored sealed under its keys (README, Security)")
+    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| invalid(KEY, format!("cannot read {}: {error}", path.display())))?;
+    let keys = ProtectedKeys::parse(&text).map_err(|error| invalid(KEY, format!("{}: {error}", path.display())))?;
+    Ok(std::sync::Arc::new(keys))
 }
 
 #[cfg(test)]
@@ -163,7 +179,44 @@ mod tests {
         assert!(admin_token(&from_file, &environment).unwrap().unwrap().matches("file-token-abcdefghij"));
         let short: BTreeMap<String, String> = [(ADMIN_TOKEN_ENV.to_owned(), "short".to_owned())].into();
         let error = admin_token(&AdminConfig::default(), &short).unwrap_err().to_string();
-        assert!(error.contains("admin.token_file") && !error.contains("short"), "{error}");
+        assert!(error.contains(ADMIN_TOKEN_ENV) && !error.contains("admin.token_file"), "{error}");
+        assert!(!error.contains("short"), "{error}");
+        let short_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(short_file.path(), "short").unwrap();
+        let error = admin_token(&AdminConfig { token_file: Some(short_file.path().to_owned()) }, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("admin.token_file"), "{error}");
         assert!(admin_token(&AdminConfig::default(), &BTreeMap::new()).unwrap().is_none());
+    }
+
+    /// The key file is required, read, and validated, errors naming the key and the line only.
+    #[test]
+    fn protected_key_file_is_required_and_checked() {
+        let database = |file: Option<std::path::PathBuf>| DatabaseConfig {
+            url: "postgres://db/x".into(),
+            max_connections: 1,
+            run_migrations: false,
+            protected_key_file: file,
+        };
+        let missing = protected_keys(&database(None)).unwrap_err().to_string();
+        assert!(missing.contains("database.protected_key_file") && missing.contains("required"), "{missing}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), format!("1 {}\n2 {}", "ab".repeat(32), "cd".repeat(31))).unwrap();
+        let bad = protected_keys(&database(Some(file.path().to_owned()))).unwrap_err().to_string();
+        assert!(bad.contains("database.protected_key_file") && bad.contains("line 2"), "{bad}");
+        assert!(!bad.contains("abab") && !bad.contains("cdcd"), "{bad}");
+        std::fs::write(file.path(), ProtectedKeys::generate()).unwrap();
+        assert!(protected_keys(&database(Some(file.path().to_owned()))).is_ok());
+    }
+
+    /// An empty (or blank) `CREDIT_WORKER_ADMIN_TOKEN=` counts as unset: the admin endpoints are
+    /// disabled, and the start does not fail over a key that was never set.
+    #[test]
+    fn empty_admin_token_variable_counts_as_unset() {
+        for blank in ["", "  "] {
+            let environment: BTreeMap<String, String> = [(ADMIN_TOKEN_ENV.to_owned(), blank.to_owned())].into();
+            assert!(admin_token(&AdminConfig::default(), &environment).unwrap().is_none(), "{blank:?}");
+        }
     }
 }

@@ -39,8 +39,11 @@ pub struct AuditRow {
     pub inputs: Vec<f64>,
     /// Adverse-action reasons, principal first (empty for approvals).
     pub reasons: Vec<StoredReason>,
-    /// Monitoring-only protected attributes.
+    /// Monitoring-only protected attributes (in memory; at rest they are sealed).
     pub protected: ProtectedAttributes,
+    /// The protected attributes as stored, sealed (see `codec::ProtectedKeys`): set on rows read
+    /// back that were written sealed, `None` on new rows (the sink seals them).
+    pub sealed: Option<Vec<u8>>,
     pub schema_id: i32,
     pub source_topic: Arc<str>,
     pub source_partition: i32,
@@ -115,25 +118,33 @@ impl AuditRow {
     }
 
     /// sha256 of the row's binary encoding at position `seq` of its chain, after `prev_hash`.
-    pub fn hash(&self, seq: i64, prev_hash: &[u8; 32]) -> [u8; 32] {
+    /// With `sealed` (v3, rows written sealed) it covers the sealed protected attributes, so a
+    /// chain verifies without the key; without (v2, older rows) it covers them in plain.
+    pub fn hash(&self, seq: i64, prev_hash: &[u8; 32], sealed: Option<&[u8]>) -> [u8; 32] {
         let mut hasher = Sha256::new();
-        let mut text = |value: &str| {
+        let mut text = |value: &dyn AsRef<[u8]>| {
+            let value = value.as_ref();
             hasher.update((value.len() as u32).to_le_bytes());
-            hasher.update(value.as_bytes());
+            hasher.update(value);
         };
-        text("credit-audit-v2");
-        text(&self.source_topic);
+        text(&if sealed.is_some() { "credit-audit-v3" } else { "credit-audit-v2" });
+        text(&&*self.source_topic);
         text(&self.application_id);
         let policy = &self.policy;
         text(&policy.model_version);
         text(&policy.model_sha256);
         text(&policy.catalogue_version);
         for reason in &self.reasons {
-            text(policy.reason(reason.entry).map_or("", |entry| entry.code.as_str()));
+            text(&policy.reason(reason.entry).map_or("", |entry| entry.code.as_str()));
         }
         let protected = &self.protected;
-        text(protected.personal_status_and_sex.as_deref().unwrap_or("\u{0}"));
-        text(protected.foreign_worker.as_deref().unwrap_or("\u{0}"));
+        match sealed {
+            Some(sealed) => text(&sealed),
+            None => {
+                text(&protected.personal_status_and_sex.as_deref().unwrap_or("\u{0}"));
+                text(&protected.foreign_worker.as_deref().unwrap_or("\u{0}"));
+            }
+        }
         hasher.update(prev_hash);
         let mut number = |value: i64| hasher.update(value.to_le_bytes());
         number(seq);
@@ -151,7 +162,9 @@ impl AuditRow {
         for reason in &self.reasons {
             number(reason.contribution.to_bits() as i64);
         }
-        number(protected.age_in_years.map_or(i64::MIN, i64::from));
+        if sealed.is_none() {
+            number(protected.age_in_years.map_or(i64::MIN, i64::from));
+        }
         number(i64::from(self.schema_id));
         number(self.event_time.timestamp_micros());
         number(self.consumed_at.timestamp_micros());
@@ -189,6 +202,7 @@ mod tests {
             inputs: vec![1169.0, 6.0],
             reasons: vec![StoredReason { entry: 2, contribution: 0.4 }, StoredReason { entry: 1, contribution: 0.1 }],
             protected: ProtectedAttributes::default(),
+            sealed: None,
             schema_id: 1,
             source_topic: Arc::from("t"),
             source_partition: 0,
@@ -199,11 +213,16 @@ mod tests {
         }
     }
 
-    /// Any change to the content, the place or the previous hash changes the row hash.
+    /// Any change to the content, the place or the previous hash changes the row hash; of a
+    /// sealed row, any change to the sealed bytes does.
     #[test]
     fn hash_covers_content_place_and_link() {
-        let base = row().hash(1, &GENESIS);
-        assert_eq!(base, row().hash(1, &GENESIS));
+        let base = row().hash(1, &GENESIS, None);
+        assert_eq!(base, row().hash(1, &GENESIS, None));
+        let sealed = row().hash(1, &GENESIS, Some(b"sealed"));
+        assert_ne!(sealed, base);
+        assert_ne!(sealed, row().hash(1, &GENESIS, Some(b"sealee")));
+        assert_ne!(sealed, row().hash(1, &GENESIS, Some(b"")));
         let edits: [fn(&mut AuditRow); 8] = [
             |row| row.probability_of_default = 0.610_000_000_000_000_1,
             |row| row.inputs[0] = 1170.0,
@@ -217,10 +236,10 @@ mod tests {
         for (index, edit) in edits.iter().enumerate() {
             let mut edited = row();
             edit(&mut edited);
-            assert_ne!(base, edited.hash(1, &GENESIS), "edit {index}");
+            assert_ne!(base, edited.hash(1, &GENESIS, None), "edit {index}");
         }
-        assert_ne!(base, row().hash(1, &[1; 32]));
-        assert_ne!(base, row().hash(2, &GENESIS));
+        assert_ne!(base, row().hash(1, &[1; 32], None));
+        assert_ne!(base, row().hash(2, &GENESIS, None));
     }
 
     /// The event carries the policy's model, cutoffs and reason texts, principal reason first.

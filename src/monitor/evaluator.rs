@@ -62,6 +62,12 @@ impl Monitoring {
             .collect()
     }
 
+    /// Counts an evaluation whose alert events are all published (tests and dashboards wait
+    /// on it: gauges and alerts then reflect every decision counted before it started).
+    pub fn evaluation_published(&self) {
+        self.metrics.monitor_evaluations.inc();
+    }
+
     fn fairness_observations(
         &self,
         snapshot: &FairnessSnapshot,

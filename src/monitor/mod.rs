@@ -29,6 +29,7 @@ use drift::DriftMonitor;
 use fairness::FairnessMonitor;
 
 pub(crate) use outcomes::{LabelledDecision, OutcomeMonitor};
+pub use rebuild::AuditReader;
 pub(crate) use shadow::{Comparison, ShadowComparison};
 pub use stats::roc_auc;
 
@@ -37,12 +38,18 @@ pub use stats::roc_auc;
 pub enum MonitorError {
     #[error("reading the audit table: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Sealed(#[from] crate::codec::SealError),
 }
 
 impl Retriable for MonitorError {
-    /// The audit table is read again once the database answers.
+    /// The audit table is read again once the database answers; a sealed value that does not
+    /// open (a key missing from the key file, an altered row) stays so.
     fn retry(&self) -> Retry {
-        Retry::Unavailable
+        match self {
+            Self::Database(_) => Retry::Unavailable,
+            Self::Sealed(_) => Retry::Never,
+        }
     }
 }
 

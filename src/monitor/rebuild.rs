@@ -7,7 +7,15 @@ use sqlx::{PgPool, Row};
 
 use super::outcomes::LabelledDecision;
 use super::{MonitorError, Monitoring};
+use crate::codec::{stored_protected, ProtectedKeys};
 use crate::domain::ProtectedAttributes;
+
+/// The audit tables as the outcome rebuild reads them: the pool, and the keys that open the
+/// protected attributes.
+pub struct AuditReader<'a> {
+    pub pool: &'a PgPool,
+    pub keys: &'a ProtectedKeys,
+}
 
 /// `[approve, review, decline]` of a stored counts array.
 fn three(counts: &[i64]) -> [u64; 3] {
@@ -77,7 +85,7 @@ impl Monitoring {
     /// joined to the decisions of the model `model_sha256`; returns the rows read.
     pub async fn rebuild_outcomes(
         &self,
-        pool: &PgPool,
+        audit: AuditReader<'_>,
         topic: &str,
         partitions: &[i32],
         before: DateTime<Utc>,
@@ -86,7 +94,7 @@ impl Monitoring {
     ) -> Result<u64, MonitorError> {
         let mut rows = sqlx::query(
             "SELECT o.source_partition, o.observed_at, o.defaulted, a.outcome = 0, a.probability_of_default,
-                    a.sex_status, a.age_in_years, a.foreign_worker
+                    a.sex_status, a.age_in_years, a.foreign_worker, a.application_id, a.protected_sealed
              FROM loan_outcomes o
              JOIN application_decisions a ON a.application_key = application_key(o.application_id) AND a.model_sha256 = $4
              WHERE o.source_topic = $1 AND o.source_partition = ANY($2) AND o.written_at < $3
@@ -98,21 +106,25 @@ impl Monitoring {
         .bind(before)
         .bind(model_sha256)
         .bind(window_seconds as f64)
-        .fetch(pool);
+        .fetch(audit.pool);
         let mut count = 0;
         while let Some(row) = rows.try_next().await? {
             let observed: DateTime<Utc> = row.get(1);
+            let plain = ProtectedAttributes {
+                personal_status_and_sex: row.get(5),
+                age_in_years: row.get::<Option<i16>, _>(6).map(i32::from),
+                foreign_worker: row.get(7),
+            };
+            let application_id: String = row.get(8);
+            let sealed: Option<Vec<u8>> = row.get(9);
+            let protected = stored_protected(audit.keys, &application_id, sealed.as_deref(), plain)?;
             self.outcomes.record(&LabelledDecision {
                 partition: row.get(0),
                 observed_millis: observed.timestamp_millis(),
                 defaulted: row.get(2),
                 approved: row.get(3),
                 probability_of_default: row.get(4),
-                protected: ProtectedAttributes {
-                    personal_status_and_sex: row.get(5),
-                    age_in_years: row.get::<Option<i16>, _>(6).map(i32::from),
-                    foreign_worker: row.get(7),
-                },
+                protected,
             });
             count += 1;
         }

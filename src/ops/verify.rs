@@ -18,7 +18,7 @@ use sqlx::{PgPool, Row};
 use super::legacy::{read_legacy_row, verify_legacy_chains, AUDIT_COLUMNS};
 pub use super::report::{render, Recorded, VerifyReport};
 use super::OpsError;
-use crate::domain::{AdverseReason, DecisionOutcome, GENESIS};
+use crate::domain::{AdverseReason, DecisionOutcome, ProtectedAttributes, GENESIS};
 use crate::model::{ModelBundle, Scorer, CONTRIBUTION_TOLERANCE, MODEL_CARD_FILE};
 use crate::sinks::{read_decision, AuditStore, DECISION_COLUMNS};
 
@@ -61,14 +61,21 @@ pub async fn verify_chains(pool: &PgPool, report: &mut VerifyReport) -> Result<(
         let mut failures = 0;
         while let Some(row) = stored.try_next().await? {
             let decision = read_decision(&row, audit.policies(), &mut connection).await?;
-            let stored_hash = hash_of(&row.try_get::<Vec<u8>, _>(17)?);
-            let seq: i64 = row.try_get(18)?;
+            let stored_hash = hash_of(&row.try_get::<Vec<u8>, _>(18)?);
+            let seq: i64 = row.try_get(19)?;
             report.chain_rows_checked += 1;
             if seq != expected {
                 failures += 1;
                 report.chain_failures.push(format!("{chain}: rows {expected}..{} are missing", seq - 1));
             }
-            if decision.hash(seq, &previous) != stored_hash {
+            if decision.sealed.is_some() && decision.protected != ProtectedAttributes::default() {
+                failures += 1;
+                report.chain_failures.push(format!(
+                    "{chain}: row {seq} (offset {}) holds protected attributes in plain beside the sealed ones",
+                    decision.source_offset
+                ));
+            }
+            if decision.hash(seq, &previous, decision.sealed.as_deref()) != stored_hash {
                 failures += 1;
                 report.chain_failures.push(format!(
                     "{chain}: row {seq} (offset {}) does not match its hash: altered after it was written",

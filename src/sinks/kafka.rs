@@ -39,14 +39,22 @@ pub enum Publication<'a> {
 /// How long one transaction step may take before it counts as failed.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often a transaction step is tried while librdkafka says retrying it can help (a step
+/// that timed out is resumed, not started again).
+const STEP_ATTEMPTS: u32 = 3;
+
 type Transactional = ThreadedProducer<DefaultProducerContext>;
 
 /// The transactional producer of the decisions and dead-letter topics. Its calls block: run
-/// them off the async runtime. A producer left unusable by a fatal error (the broker lost its
-/// transaction state, say) is replaced by a new one with the same transactional id; a producer
-/// fenced by another instance with that id is not: that instance took over, this one must stop.
+/// them off the async runtime. A producer left unusable (a fatal error such as a broker that
+/// lost its transaction state, or a transaction neither committed nor aborted in time) is
+/// replaced by a new one with the same transactional id, whose initialisation settles the old
+/// transaction at the coordinator; a producer fenced by another instance with that id is not
+/// replaced: that instance took over, this one must stop.
 pub struct DecisionProducer {
     producer: std::sync::Mutex<std::sync::Arc<Transactional>>,
+    /// Set when the current producer must be replaced before its next transaction.
+    discarded: std::sync::atomic::AtomicBool,
     config: ClientConfig,
     decisions_topic: String,
     dead_letter_topic: String,
@@ -89,6 +97,7 @@ impl DecisionProducer {
         let producer = std::sync::Arc::new(initialised(&config)?);
         Ok(Self {
             producer: std::sync::Mutex::new(producer),
+            discarded: std::sync::atomic::AtomicBool::new(false),
             config,
             decisions_topic: decisions_topic.to_owned(),
             dead_letter_topic: dead_letter_topic.to_owned(),
@@ -102,17 +111,50 @@ impl DecisionProducer {
         &self.run
     }
 
-    /// The producer to use, replacing one left unusable by a fatal error that is not fencing.
+    /// The producer to use, replacing one discarded or left unusable by a fatal error that is
+    /// not fencing (blocking). Once this returns, the transactions of replaced producers are
+    /// settled: committed or aborted at the coordinator.
     fn current(&self) -> Result<std::sync::Arc<Transactional>, SinkError> {
+        use std::sync::atomic::Ordering;
         let mut producer = self.producer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((code, reason)) = producer.client().fatal_error() {
-            if fenced(code) {
-                return Err(SinkError::Fenced(reason));
+        let fatal = producer.client().fatal_error();
+        if let Some((code, reason)) = &fatal {
+            if fenced(*code) {
+                return Err(SinkError::Fenced(reason.clone()));
             }
             tracing::warn!(%code, %reason, "the transactional producer failed fatally; starting a new one");
-            *producer = std::sync::Arc::new(initialised(&self.config)?);
+        }
+        if fatal.is_some() || self.discarded.load(Ordering::Acquire) {
+            let fresh = std::sync::Arc::new(initialised(&self.config)?);
+            self.discarded.store(false, Ordering::Release);
+            let old = std::mem::replace(&mut *producer, fresh);
+            // Dropping waits on librdkafka; the old producer is fenced already.
+            let _ = std::thread::Builder::new().name("producer-drop".into()).spawn(move || drop(old));
         }
         Ok(std::sync::Arc::clone(&producer))
+    }
+
+    /// Settles the transactions of a producer left in doubt by replacing it (blocking): after
+    /// this, the group's committed offsets show whether its last transaction committed.
+    pub fn settle(&self) -> Result<(), SinkError> {
+        self.current().map(drop)
+    }
+
+    /// Marks the current producer for replacement: its transaction state is not known.
+    fn discard(&self) {
+        tracing::warn!("the transactional producer's transaction is unsettled; it will be replaced");
+        self.discarded.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Aborts the transaction of `producer`, or discards the producer if that fails.
+    fn abort(&self, producer: &Transactional) {
+        if producer.client().fatal_error().is_some() {
+            return;
+        }
+        if let Err(error) = resumed("abort_transaction", || producer.abort_transaction(TRANSACTION_TIMEOUT)) {
+            tracing::warn!(%error, "aborting the transaction failed");
+            self.discard();
+        }
     }
 
     /// Drops the producer, waiting at most `timeout` for librdkafka to let go of it.
@@ -128,7 +170,10 @@ impl DecisionProducer {
     }
 
     /// Announces `publications` and commits `offsets` for the consumer group `group`, in one
-    /// transaction (blocking). On failure the transaction is aborted: nothing of it is visible.
+    /// transaction (blocking). On failure before the commit was asked for, the transaction is
+    /// aborted: nothing of it is visible. A commit that fails without saying it was not applied
+    /// leaves the transaction in doubt ([`SinkError::InDoubt`]): the producer is replaced, and
+    /// the caller finds the outcome in the group's committed offsets.
     pub fn publish(
         &self,
         publications: &[Publication<'_>],
@@ -136,23 +181,50 @@ impl DecisionProducer {
         group: &ConsumerGroupMetadata,
     ) -> Result<(), SinkError> {
         let producer = self.current()?;
-        producer.begin_transaction()?;
+        if let Err(error) = producer.begin_transaction() {
+            self.discard();
+            return Err(error.into());
+        }
         let number = self.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let transaction = format!("{}:{number}", self.run);
-        let result = self.send_and_commit(&producer, &transaction, publications, offsets, group);
-        if result.is_err() && producer.client().fatal_error().is_none() {
-            let _ = producer.abort_transaction(TRANSACTION_TIMEOUT);
+        let sent = self.send_all(&producer, &transaction, publications).and_then(|()| {
+            let step = || producer.send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT);
+            Ok(resumed("send_offsets_to_transaction", step)?)
+        });
+        if let Err(error) = sent {
+            self.abort(&producer);
+            return Err(error);
         }
-        result
+        // rdkafka flushes the queue before it asks for the commit: a flush that times out before
+        // any commit was asked for leaves the transaction open, to be aborted.
+        let requested = std::cell::Cell::new(false);
+        let commit = || {
+            let result = producer.commit_transaction(TRANSACTION_TIMEOUT);
+            requested.set(requested.get() || !matches!(result, Err(KafkaError::Flush(_))));
+            result
+        };
+        match resumed("commit_transaction", commit) {
+            Ok(()) => Ok(()),
+            Err(error @ KafkaError::Flush(_)) if !requested.get() => {
+                self.abort(&producer);
+                Err(error.into())
+            }
+            Err(KafkaError::Transaction(error)) if error.txn_requires_abort() => {
+                self.abort(&producer);
+                Err(KafkaError::Transaction(error).into())
+            }
+            Err(error) => {
+                self.discard();
+                Err(SinkError::InDoubt(error.to_string()))
+            }
+        }
     }
 
-    fn send_and_commit(
+    fn send_all(
         &self,
         producer: &Transactional,
         transaction: &str,
         publications: &[Publication<'_>],
-        offsets: &TopicPartitionList,
-        group: &ConsumerGroupMetadata,
     ) -> Result<(), SinkError> {
         let failed_at = Utc::now().to_rfc3339();
         for publication in publications {
@@ -185,9 +257,22 @@ impl DecisionProducer {
                 }
             }
         }
-        producer.send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)?;
-        producer.commit_transaction(TRANSACTION_TIMEOUT)?;
         Ok(())
+    }
+}
+
+/// Runs a transaction `step`, resuming it while librdkafka says retrying can help (a timeout),
+/// at most [`STEP_ATTEMPTS`] times.
+fn resumed(name: &str, mut step: impl FnMut() -> rdkafka::error::KafkaResult<()>) -> rdkafka::error::KafkaResult<()> {
+    let mut attempt = 1;
+    loop {
+        match step() {
+            Err(KafkaError::Transaction(error)) if error.is_retriable() && attempt < STEP_ATTEMPTS => {
+                tracing::warn!(%error, attempt, step = name, "a transaction step failed; resuming it");
+                attempt += 1;
+            }
+            result => return result,
+        }
     }
 }
 

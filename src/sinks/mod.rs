@@ -28,6 +28,13 @@ pub enum SinkError {
     NoGroupMetadata,
     #[error("a blocking Kafka call was interrupted")]
     Interrupted,
+    /// A commit that failed without saying it was not applied: the group's committed offsets tell.
+    #[error("the outcome of a Kafka transaction's commit is unknown: {0}")]
+    InDoubt(String),
+    #[error("this store holds no keys for the protected attributes")]
+    NoProtectedKeys,
+    #[error("{0}")]
+    Sealed(#[from] crate::codec::SealError),
     #[error("the transactional producer was fenced: another instance with this transactional id took over ({0})")]
     Fenced(String),
     /// PostgreSQL refused one row of the batch (a value out of range, a constraint): the others
@@ -58,12 +65,18 @@ impl Retriable for SinkError {
             // configuration error: retrying would hide it behind "not ready".
             Self::Database(sqlx::Error::Tls(_))
             | Self::Migrate(sqlx::migrate::MigrateError::Execute(sqlx::Error::Tls(_))) => Retry::Never,
-            Self::Database(_) | Self::Kafka(_) | Self::NoGroupMetadata | Self::Interrupted => Retry::Unavailable,
+            Self::Database(_) | Self::Kafka(_) | Self::NoGroupMetadata | Self::Interrupted | Self::InDoubt(_) => {
+                Retry::Unavailable
+            }
             Self::Migrate(sqlx::migrate::MigrateError::Execute(_)) => Retry::Unavailable,
             Self::ConcurrentWriter(_) => Retry::Conflict,
-            Self::Url(_) | Self::Migrate(_) | Self::Unreadable { .. } | Self::Fenced(_) | Self::RowRejected { .. } => {
-                Retry::Never
-            }
+            Self::Url(_)
+            | Self::Migrate(_)
+            | Self::Unreadable { .. }
+            | Self::Fenced(_)
+            | Self::RowRejected { .. }
+            | Self::NoProtectedKeys
+            | Self::Sealed(_) => Retry::Never,
         }
     }
 }

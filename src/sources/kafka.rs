@@ -231,6 +231,16 @@ impl Source {
         Ok(self.consumer.commit(offsets, CommitMode::Sync)?)
     }
 
+    /// Whether the group's committed offsets reach `offsets` on every partition (blocking; with
+    /// `read_committed`, offsets of a transaction still being settled are waited for).
+    pub fn committed_through(&self, offsets: &TopicPartitionList) -> Result<bool, SourceError> {
+        let committed = self.consumer.committed_offsets(offsets.clone(), Duration::from_secs(10))?;
+        Ok(offsets.elements().iter().all(|wanted| {
+            let reached = committed.find_partition(wanted.topic(), wanted.partition()).map(|element| element.offset());
+            matches!((reached, wanted.offset()), (Some(Offset::Offset(reached)), Offset::Offset(wanted)) if reached >= wanted)
+        }))
+    }
+
     /// Commits stored offsets now.
     pub fn commit(&self) -> Result<(), SourceError> {
         Ok(self.consumer.commit_consumer_state(CommitMode::Sync)?)

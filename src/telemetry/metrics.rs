@@ -35,6 +35,7 @@ pub struct Metrics {
     pub drift_window_events: IntGauge,
     pub alert_firing: IntGaugeVec,
     pub alert_events: IntCounterVec,
+    pub monitor_evaluations: IntCounter,
     pub outcomes: IntCounterVec,
     pub equal_opportunity_difference: GaugeVec,
     pub model_auc: GaugeVec,
@@ -180,6 +181,11 @@ impl Metrics {
                 &["kind", "state"],
             )
             .expect("metric"),
+            monitor_evaluations: IntCounter::new(
+                "credit_worker_monitor_evaluations_total",
+                "Evaluations of the monitors (gauges refreshed, alerts stepped) completed on this replica.",
+            )
+            .expect("metric"),
             outcomes: IntCounterVec::new(
                 Opts::new("credit_worker_outcomes_total", "Outcome events by result (matched, unmatched, invalid)."),
                 &["result"],
@@ -274,6 +280,7 @@ impl Metrics {
             Box::new(metrics.drift_window_events.clone()),
             Box::new(metrics.alert_firing.clone()),
             Box::new(metrics.alert_events.clone()),
+            Box::new(metrics.monitor_evaluations.clone()),
             Box::new(metrics.outcomes.clone()),
             Box::new(metrics.equal_opportunity_difference.clone()),
             Box::new(metrics.model_auc.clone()),

@@ -113,6 +113,16 @@ pub async fn create_database(name: &str) -> String {
     format!("postgres://postgres@127.0.0.1:5432/{name}")
 }
 
+/// The local key file `make stack-up` creates (the tests' workers seal with it).
+pub fn protected_key_file() -> PathBuf {
+    repo_root().join(".stack/protected.key")
+}
+
+/// The keys of [`protected_key_file`], to open what the workers sealed.
+pub fn protected_keys() -> credit_worker::codec::ProtectedKeys {
+    credit_worker::codec::ProtectedKeys::parse(&std::fs::read_to_string(protected_key_file()).unwrap()).unwrap()
+}
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -200,6 +210,7 @@ impl Deployment {
             // workers at once give the second its own id.
             ("CREDIT_WORKER__KAFKA__INSTANCE_ID", "worker-1".to_owned()),
             ("CREDIT_WORKER__DATABASE__URL", self.database_url.clone()),
+            ("CREDIT_WORKER__DATABASE__PROTECTED_KEY_FILE", protected_key_file().display().to_string()),
             ("CREDIT_WORKER__HTTP__LISTEN", format!("127.0.0.1:{http_port}")),
             ("CREDIT_WORKER__MODEL__DIRECTORY", repo_root().join("models/credit-v1").display().to_string()),
         ]

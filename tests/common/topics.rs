@@ -40,23 +40,29 @@ pub fn read_topic_keys(topic: &str, expected: usize, timeout: Duration) -> Vec<R
 }
 
 fn read_topic_until(topic: &str, timeout: Duration, done: impl FnMut(&[ReadRecord]) -> bool) -> Vec<ReadRecord> {
-    read_topic_as(topic, "read_committed", timeout, done)
+    read_topic_as(BOOTSTRAP, topic, "read_committed", timeout, done)
+}
+
+/// [`read_topic`] on the broker at `bootstrap`.
+pub fn read_topic_at(bootstrap: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
+    read_topic_as(bootstrap, topic, "read_committed", timeout, |records| records.len() >= expected)
 }
 
 /// Reads `topic` as a plain `read_uncommitted` consumer would (on Apache Kafka it also sees the
 /// records of open and aborted transactions).
 pub fn read_topic_uncommitted(topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
-    read_topic_as(topic, "read_uncommitted", timeout, |records| records.len() >= expected)
+    read_topic_as(BOOTSTRAP, topic, "read_uncommitted", timeout, |records| records.len() >= expected)
 }
 
 fn read_topic_as(
+    bootstrap: &str,
     topic: &str,
     isolation: &str,
     timeout: Duration,
     mut done: impl FnMut(&[ReadRecord]) -> bool,
 ) -> Vec<ReadRecord> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", BOOTSTRAP)
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", isolation)

@@ -34,6 +34,7 @@ impl CopyBuffer {
         self
     }
 
+    #[cfg(test)]
     pub fn null(&mut self) -> &mut Self {
         self.bytes.extend_from_slice(&(-1i32).to_be_bytes());
         self
@@ -61,20 +62,6 @@ impl CopyBuffer {
 
     pub fn bytea(&mut self, value: &[u8]) -> &mut Self {
         self.field(value)
-    }
-
-    pub fn optional_text(&mut self, value: Option<&str>) -> &mut Self {
-        match value {
-            Some(value) => self.text(value),
-            None => self.null(),
-        }
-    }
-
-    pub fn optional_int2(&mut self, value: Option<i16>) -> &mut Self {
-        match value {
-            Some(value) => self.int2(value),
-            None => self.null(),
-        }
     }
 
     /// A `timestamptz`: microseconds since 2000-01-01 UTC.

@@ -26,6 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 use super::SinkError;
+use crate::codec::ProtectedKeys;
 
 /// The audit tables behind a connection pool.
 #[derive(Clone)]
@@ -33,22 +34,30 @@ pub struct AuditStore {
     pool: PgPool,
     policies: Arc<Policies>,
     partitions: Arc<partitions::MonthlyPartitions>,
+    /// Seal protected attributes for storage and open them (`None` in tools that only read
+    /// what needs no key: chains verify over the sealed bytes).
+    keys: Option<Arc<ProtectedKeys>>,
 }
 
 impl AuditStore {
     /// A lazily connecting pool: the worker starts (and reports not-ready) while the database is down.
-    pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self, SinkError> {
+    pub fn connect_lazy(url: &str, max_connections: u32, keys: Arc<ProtectedKeys>) -> Result<Self, SinkError> {
         let options = PgConnectOptions::from_str(url).map_err(SinkError::Url)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options);
-        Ok(Self { pool, policies: Arc::default(), partitions: Arc::default() })
+        Ok(Self { pool, policies: Arc::default(), partitions: Arc::default(), keys: Some(keys) })
     }
 
-    /// A store on an existing pool (tools).
+    /// A store on an existing pool (tools), without the protected attributes' keys.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool, policies: Arc::default(), partitions: Arc::default() }
+        Self { pool, policies: Arc::default(), partitions: Arc::default(), keys: None }
+    }
+
+    /// The keys of the protected attributes.
+    pub fn keys(&self) -> Result<&ProtectedKeys, SinkError> {
+        self.keys.as_deref().ok_or(SinkError::NoProtectedKeys)
     }
 
     /// Applies the bundled migrations (`migrations/`).

@@ -7,6 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::Row;
 
 use super::AuditStore;
+use crate::codec::stored_protected;
 use crate::domain::{InputRecord, LoanOutcome, ProtectedAttributes};
 use crate::sinks::SinkError;
 
@@ -42,7 +43,8 @@ impl AuditStore {
         model_sha256: &str,
     ) -> Result<HashMap<String, JoinedDecision>, SinkError> {
         let rows = sqlx::query(
-            "SELECT application_id, outcome = 0, probability_of_default, sex_status, age_in_years, foreign_worker
+            "SELECT application_id, outcome = 0, probability_of_default, sex_status, age_in_years, foreign_worker,
+                    protected_sealed
              FROM application_decisions
              WHERE application_key = ANY(SELECT application_key(id) FROM unnest($1::text[]) AS id) AND model_sha256 = $2",
         )
@@ -50,17 +52,20 @@ impl AuditStore {
         .bind(model_sha256)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows
-            .into_iter()
+        let keys = self.keys()?;
+        rows.into_iter()
             .map(|row| {
-                let protected = ProtectedAttributes {
+                let plain = ProtectedAttributes {
                     personal_status_and_sex: row.get(3),
                     age_in_years: row.get::<Option<i16>, _>(4).map(i32::from),
                     foreign_worker: row.get(5),
                 };
-                (row.get(0), (row.get(1), row.get(2), protected))
+                let application_id: String = row.get(0);
+                let sealed: Option<Vec<u8>> = row.get(6);
+                let protected = stored_protected(keys, &application_id, sealed.as_deref(), plain)?;
+                Ok((application_id, (row.get(1), row.get(2), protected)))
             })
-            .collect())
+            .collect()
     }
 }
 

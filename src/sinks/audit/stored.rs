@@ -15,9 +15,10 @@ use crate::sinks::SinkError;
 /// Columns of a stored row, in [`read_decision`] order.
 pub const DECISION_COLUMNS: &str = "d.application_id, d.policy_id, d.outcome, d.probability_of_default, d.inputs, \
      d.reasons, d.contributions, d.sex_status, d.age_in_years, d.foreign_worker, d.schema_id, d.event_time, \
-     d.consumed_at, d.processed_at, s.topic, s.partition, d.source_offset";
+     d.consumed_at, d.processed_at, s.topic, s.partition, d.source_offset, d.protected_sealed";
 
-/// A row selected with [`DECISION_COLUMNS`] first.
+/// A row selected with [`DECISION_COLUMNS`] first. A row written sealed comes back with its
+/// protected attributes only `sealed` (opening them takes the keys; announcing and verifying do not).
 pub async fn read_decision(
     row: &PgRow,
     policies: &Policies,
@@ -50,6 +51,7 @@ pub async fn read_decision(
             age_in_years: age.map(i32::from),
             foreign_worker: row.try_get(9)?,
         },
+        sealed: row.try_get(17)?,
         schema_id: row.try_get(10)?,
         event_time: row.try_get(11)?,
         consumed_at: row.try_get(12)?,
@@ -150,6 +152,7 @@ async fn legacy_decisions(
                 .map(|(index, reason)| StoredReason { entry: index as i16 + 1, contribution: reason.contribution })
                 .collect(),
             protected,
+            sealed: None,
             schema_id: row.try_get(10)?,
             source_topic: Arc::from(topic),
             source_partition: row.try_get(12)?,

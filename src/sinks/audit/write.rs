@@ -65,6 +65,7 @@ impl AuditStore {
         count: &(dyn Fn(&[&AuditRow]) -> BucketCounts + Sync),
         claims: Claims,
     ) -> Result<BatchWrite, SinkError> {
+        let sealer = self.keys()?;
         let mut transaction = self.pool.begin().await?;
         let connection: &mut PgConnection = &mut transaction;
         let mut sources = lock_sources(connection, progress, rows).await?;
@@ -111,9 +112,10 @@ impl AuditStore {
                 .get_mut(&(Arc::clone(&row.source_topic), row.source_partition))
                 .ok_or_else(|| SinkError::ConcurrentWriter(format!("{}/{}", row.source_topic, row.source_partition)))?;
             let seq = source.last_seq + 1;
-            let hash = row.hash(seq, &source.last_hash);
+            let sealed = sealer.seal(&row.application_id, &row.protected);
+            let hash = row.hash(seq, &source.last_hash, Some(&sealed));
             (source.last_seq, source.last_hash) = (seq, hash);
-            encode_decision(&mut decisions, row, source.id, seq, policy_id, &hash);
+            encode_decision(&mut decisions, row, source.id, seq, policy_id, &hash, &sealed);
             claimed.row(4).bytea(key).int4(source.id).int8(seq).timestamptz(row.processed_at);
         }
         if !fresh.is_empty() {
@@ -155,16 +157,23 @@ fn lost_claim(error: &SinkError) -> bool {
 
 const DECISIONS_COPY: &str =
     "COPY decisions (source_id, chain_seq, source_offset, application_id, policy_id, outcome, \
-     probability_of_default, inputs, reasons, contributions, sex_status, age_in_years, foreign_worker, schema_id, \
+     probability_of_default, inputs, reasons, contributions, protected_sealed, schema_id, \
      event_time, consumed_at, processed_at, row_hash) FROM STDIN (FORMAT binary)";
 
-fn encode_decision(buffer: &mut CopyBuffer, row: &AuditRow, source_id: i32, seq: i64, policy_id: i16, hash: &[u8; 32]) {
+/// One row of [`DECISIONS_COPY`]: the protected attributes only `sealed`.
+fn encode_decision(
+    buffer: &mut CopyBuffer,
+    row: &AuditRow,
+    source_id: i32,
+    seq: i64,
+    policy_id: i16,
+    hash: &[u8; 32],
+    sealed: &[u8],
+) {
     let entries: Vec<i16> = row.reasons.iter().map(|reason| reason.entry).collect();
     let contributions: Vec<f64> = row.reasons.iter().map(|reason| reason.contribution).collect();
-    let protected = &row.protected;
-    let age = protected.age_in_years.and_then(|age| i16::try_from(age).ok());
     buffer
-        .row(18)
+        .row(16)
         .int4(source_id)
         .int8(seq)
         .int8(row.source_offset)
@@ -175,9 +184,7 @@ fn encode_decision(buffer: &mut CopyBuffer, row: &AuditRow, source_id: i32, seq:
         .float8_array(&row.inputs)
         .int2_array(&entries)
         .float8_array(&contributions)
-        .optional_text(protected.personal_status_and_sex.as_deref())
-        .optional_int2(age)
-        .optional_text(protected.foreign_worker.as_deref())
+        .bytea(sealed)
         .int4(row.schema_id)
         .timestamptz(row.event_time)
         .timestamptz(row.consumed_at)
