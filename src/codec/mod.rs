@@ -13,7 +13,7 @@ pub(crate) use avro::{decode_outcome, encode_framed};
 pub use avro::{split_frame, ApplicationDecoder};
 pub use registry::SchemaCache;
 pub(crate) use registry::{register_schema, registry_reachable};
-pub use sealed::{stored_protected, ProtectedKeys, SealError, SEAL_OVERHEAD};
+pub use sealed::{ProtectedKeys, SealError, StoredProtected, SEAL_OVERHEAD};
 
 /// Why a record could not be decoded or encoded, or a schema not found or registered.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -100,17 +100,29 @@ impl ProtectedKeys {
     }
 }
 
-/// A stored row's protected attributes: `sealed` opened if the row was written sealed, else the
-/// plaintext columns of a row written before sealing.
-pub fn stored_protected(
-    keys: &ProtectedKeys,
-    application_id: &str,
-    sealed: Option<&[u8]>,
-    plain: ProtectedAttributes,
-) -> Result<ProtectedAttributes, SealError> {
-    match sealed {
-        Some(sealed) => keys.open(application_id, sealed),
-        None => Ok(plain),
+/// A stored row's protected columns, read by name: a row written sealed holds them only in
+/// `protected_sealed`, a row written before sealing in the plaintext columns.
+#[derive(sqlx::FromRow)]
+pub struct StoredProtected {
+    application_id: String,
+    sex_status: Option<String>,
+    age_in_years: Option<i16>,
+    foreign_worker: Option<String>,
+    protected_sealed: Option<Vec<u8>>,
+}
+
+impl StoredProtected {
+    /// The row's application id and protected attributes, opened with `keys` if sealed.
+    pub fn open(self, keys: &ProtectedKeys) -> Result<(String, ProtectedAttributes), SealError> {
+        let protected = match &self.protected_sealed {
+            Some(sealed) => keys.open(&self.application_id, sealed)?,
+            None => ProtectedAttributes {
+                personal_status_and_sex: self.sex_status,
+                age_in_years: self.age_in_years.map(i32::from),
+                foreign_worker: self.foreign_worker,
+            },
+        };
+        Ok((self.application_id, protected))
     }
 }
 

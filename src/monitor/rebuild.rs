@@ -3,12 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use sqlx::{PgPool, Row};
+use sqlx::{FromRow, PgPool, Row};
 
 use super::outcomes::LabelledDecision;
 use super::{MonitorError, Monitoring};
-use crate::codec::{stored_protected, ProtectedKeys};
-use crate::domain::ProtectedAttributes;
+use crate::codec::{ProtectedKeys, StoredProtected};
 
 /// The audit tables as the outcome rebuild reads them: the pool, and the keys that open the
 /// protected attributes.
@@ -110,14 +109,7 @@ impl Monitoring {
         let mut count = 0;
         while let Some(row) = rows.try_next().await? {
             let observed: DateTime<Utc> = row.get(1);
-            let plain = ProtectedAttributes {
-                personal_status_and_sex: row.get(5),
-                age_in_years: row.get::<Option<i16>, _>(6).map(i32::from),
-                foreign_worker: row.get(7),
-            };
-            let application_id: String = row.get(8);
-            let sealed: Option<Vec<u8>> = row.get(9);
-            let protected = stored_protected(audit.keys, &application_id, sealed.as_deref(), plain)?;
+            let (_, protected) = StoredProtected::from_row(&row)?.open(audit.keys)?;
             self.outcomes.record(&LabelledDecision {
                 partition: row.get(0),
                 observed_millis: observed.timestamp_millis(),

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
 use super::AuditStore;
-use crate::codec::stored_protected;
+use crate::codec::StoredProtected;
 use crate::domain::{InputRecord, LoanOutcome, ProtectedAttributes};
 use crate::sinks::SinkError;
 
@@ -55,14 +55,7 @@ impl AuditStore {
         let keys = self.keys()?;
         rows.into_iter()
             .map(|row| {
-                let plain = ProtectedAttributes {
-                    personal_status_and_sex: row.get(3),
-                    age_in_years: row.get::<Option<i16>, _>(4).map(i32::from),
-                    foreign_worker: row.get(5),
-                };
-                let application_id: String = row.get(0);
-                let sealed: Option<Vec<u8>> = row.get(6);
-                let protected = stored_protected(keys, &application_id, sealed.as_deref(), plain)?;
+                let (application_id, protected) = StoredProtected::from_row(&row)?.open(keys)?;
                 Ok((application_id, (row.get(1), row.get(2), protected)))
             })
             .collect()
