@@ -51,7 +51,7 @@ EOF
     echo "  DID NOT BUILD (log $log)"
     missed=1
   else
-    failed=$(grep -E "^\s+(FAIL|TIMEOUT|SIGABRT)" "$log" | head -3 | sed 's/^ */    /')
+    failed=$(grep -E "^\s+(FAIL|TIMEOUT|SIGABRT)" "$log" | sort -u | head -3 | sed "s/^ */    /")
     echo "  caught by $selection"
     [ -n "$failed" ] && echo "$failed"
   fi
