@@ -2,8 +2,11 @@
 # `make demo`: the main job end to end on local defaults.
 # Brings the stack up, starts the worker, replays the German Credit data set (1000 applications)
 # plus deliberately malformed records, waits until every event is decided or dead-lettered,
-# and prints a summary. The worker keeps running afterwards so its endpoints can be explored;
-# `make stack-down` stops it and the stack.
+# and prints a summary. Then it replays a biased scenario and shows the disparate-impact alert
+# reach a real Alertmanager (Prometheus evaluates the shipped rules, windows scaled to seconds),
+# the model-risk receiver's notification and the worker's own alert event on the alerts topic.
+# The worker, Prometheus and Alertmanager keep running afterwards so they can be explored;
+# `make stack-down` stops them and the stack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -13,20 +16,27 @@ state="$root/.stack"
 metrics_url="http://127.0.0.1:9464/metrics"
 database_url="postgres://postgres@127.0.0.1:5432/credit_worker"
 malformed=11
+alerting="$state/alerting"
+alertmanager_url="http://127.0.0.1:19093"
 
 CREDIT_WORKER_BIN="$bin" bash scripts/stack.sh up
 
-if [ -f "$state/run/demo-worker.pid" ]; then
-  kill "$(cat "$state/run/demo-worker.pid")" 2>/dev/null || true
-  sleep 1
-fi
+for name in demo-worker demo-prometheus demo-alertmanager demo-alert-receiver; do
+  if [ -f "$state/run/$name.pid" ]; then
+    pid=$(cat "$state/run/$name.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+done
 
 # The admin API needs a token: a fresh random one per demo, readable only by this user.
 token_file="$state/run/admin-token"
 (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$token_file")
 
 echo "== starting the worker with credit-v2 as shadow challenger (log: .stack/logs/worker-demo.log)"
+# The demo's alerts hold for 5 s before they fire (60 s in config/default.toml), evaluated each second.
 CREDIT_WORKER__MODEL__SHADOW_DIRECTORY=models/credit-v2 CREDIT_WORKER__ADMIN__TOKEN_FILE="$token_file" \
+  CREDIT_WORKER__ALERTS__SUSTAIN_SECONDS=5 CREDIT_WORKER__ALERTS__EVALUATION_INTERVAL_MS=1000 \
   "$bin" worker --config config/default.toml >"$state/logs/worker-demo.log" 2>&1 &
 echo $! >"$state/run/demo-worker.pid"
 for _ in $(seq 1 300); do
@@ -34,6 +44,19 @@ for _ in $(seq 1 300); do
   sleep 0.2
 done
 curl -fsS http://127.0.0.1:9464/ready >/dev/null || { echo "worker not ready; see .stack/logs/worker-demo.log"; exit 1; }
+
+echo "== starting Prometheus (:19090) and Alertmanager (:19093) with the shipped rules and routing, windows scaled to seconds"
+rm -rf "$alerting"
+"$dev" alert-configs --out "$alerting" --alertmanager 127.0.0.1:19093 --receiver-url http://127.0.0.1:19094
+"$dev" alert-receiver --listen 127.0.0.1:19094 --log "$alerting/notifications.log" \
+  >"$state/logs/alert-receiver-demo.log" 2>&1 &
+echo $! >"$state/run/demo-alert-receiver.pid"
+prometheus-alertmanager --config.file="$alerting/alertmanager.yml" --storage.path="$alerting/alertmanager" \
+  --web.listen-address=127.0.0.1:19093 --cluster.listen-address= >"$state/logs/alertmanager-demo.log" 2>&1 &
+echo $! >"$state/run/demo-alertmanager.pid"
+prometheus --config.file="$alerting/prometheus.yml" --storage.tsdb.path="$alerting/tsdb" \
+  --web.listen-address=127.0.0.1:19090 >"$state/logs/prometheus-demo.log" 2>&1 &
+echo $! >"$state/run/demo-prometheus.pid"
 
 run_id="demo-$(date -u +%Y%m%dT%H%M%S)"
 rows=$(($(wc -l <data/german_credit.csv) - 1))
@@ -64,6 +87,30 @@ echo
 echo
 echo "== reproducing this run's decisions from the audit table (hash chains + re-scoring)"
 "$bin" audit verify --database-url "$database_url" --models-root models --id-prefix "$run_id"
+echo
+echo "== a biased scenario: applicants aged <= 25 made to look riskier (ids $run_id-biased-*), 500/s for up to 60 s"
+since_ms=$(date +%s%3N)
+"$dev" replay --id-prefix "$run_id-biased" --inject bias --protected independent --rate 500 --count 30000 >/dev/null &
+replay_pid=$!
+started=$(date +%s)
+echo "== Alertmanager ($alertmanager_url) lists:"
+"$dev" wait-alert --alertmanager "$alertmanager_url" --alertname CreditWorkerDisparateImpact \
+  --label attribute=age_band --label group='<=25' --timeout-seconds 90
+echo "  ($(($(date +%s) - started)) s after the biased replay began)"
+for _ in $(seq 1 150); do
+  grep -q "^/model-risk .*CreditWorkerDisparateImpact" "$alerting/notifications.log" 2>/dev/null && break
+  sleep 0.2
+done
+if grep -q "^/model-risk .*CreditWorkerDisparateImpact" "$alerting/notifications.log" 2>/dev/null; then
+  echo "== routed to the model-risk receiver (/model-risk) $(($(date +%s) - started)) s after the biased replay began"
+else
+  echo "== the model-risk receiver got no notification yet; see .stack/logs/alertmanager-demo.log"
+fi
+kill "$replay_pid" 2>/dev/null || true
+wait "$replay_pid" 2>/dev/null || true
+echo "== the worker's alert events on the alerts topic since the biased replay began:"
+"$dev" alert-events --since-ms "$since_ms"
+
 cat <<MSG
 
 Look further (the worker is still running, pid $(cat "$state/run/demo-worker.pid")):
@@ -71,6 +118,8 @@ Look further (the worker is still running, pid $(cat "$state/run/demo-worker.pid
   readiness   curl -s http://127.0.0.1:9464/ready
   audit rows  psql $database_url -c "SELECT application_id, decision, round(probability_of_default::numeric, 3) AS pd, model_version FROM decision_audit WHERE application_id LIKE '$run_id-%' ORDER BY application_id LIMIT 10"
   models      curl -s -H "Authorization: Bearer \$(cat $token_file)" http://127.0.0.1:9464/admin/model
+  alerts      $alertmanager_url/#/alerts, Prometheus http://127.0.0.1:19090/alerts
+  notified    $alerting/notifications.log
   worker log  .stack/logs/worker-demo.log
   stop        make stack-down
 MSG

@@ -112,6 +112,7 @@ case "${1:-up}" in
     log "up: kafka 127.0.0.1:$kafka_port, registry http://127.0.0.1:$registry_port, postgres 127.0.0.1:5432/credit_worker"
     ;;
   down)
+    for name in demo-worker demo-prometheus demo-alertmanager demo-alert-receiver; do stop_pidfile "$name"; done
     stop_pidfile registry
     stop_pidfile tansu
     rm -f "$state/registry.json"

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use credit_devtools::alerting::{listed_alerts, serve_receiver, write_configs, AlertPath};
 use credit_devtools::replay::{replay, Injection, ProtectedMode, ReplayOptions};
 
 /// A child process killed on drop.
@@ -32,19 +33,6 @@ fn start(program: &str, args: &[String], log: &Path) -> Service {
     Service(child)
 }
 
-/// The shipped rules with their windows scaled from minutes/hours to seconds.
-fn scaled_rules(name: &str) -> String {
-    let text = std::fs::read_to_string(repo_root().join("monitoring/rules").join(name)).unwrap();
-    let mut scaled = text;
-    for (from, to) in [("[1h]", "[15s]"), ("[10m]", "[15s]"), ("[5m]", "[15s]")] {
-        scaled = scaled.replace(from, to);
-    }
-    for minutes in ["15m", "10m", "5m", "2m"] {
-        scaled = scaled.replace(&format!("for: {minutes}"), "for: 2s");
-    }
-    scaled
-}
-
 fn options(deployment: &Deployment, prefix: &str, count: usize, inject: Vec<Injection>) -> ReplayOptions {
     ReplayOptions {
         count: Some(count),
@@ -56,37 +44,8 @@ fn options(deployment: &Deployment, prefix: &str, count: usize, inject: Vec<Inje
 }
 
 async fn disparate_impact_alerts(alertmanager: &str) -> Vec<serde_json::Value> {
-    let url = format!("{alertmanager}/api/v2/alerts");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
-    let response = client.get(&url).send().await;
-    let Ok(response) = response else { return Vec::new() };
-    let alerts: Vec<serde_json::Value> = response.json().await.unwrap_or_default();
-    alerts
-        .into_iter()
-        .filter(|alert| {
-            let labels = &alert["labels"];
-            labels["alertname"] == "CreditWorkerDisparateImpact"
-                && labels["attribute"] == "age_band"
-                && labels["group"] == "<=25"
-        })
-        .collect()
-}
-
-/// A webhook receiver on loopback recording every notification body.
-async fn webhook_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let store = std::sync::Arc::clone(&received);
-    let app = axum::Router::new().fallback(move |body: String| {
-        let store = std::sync::Arc::clone(&store);
-        async move {
-            store.lock().unwrap().push(body);
-            "ok"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (port, received)
+    let labels = [("attribute".to_owned(), "age_band".to_owned()), ("group".to_owned(), "<=25".to_owned())];
+    listed_alerts(alertmanager, "CreditWorkerDisparateImpact", &labels).await
 }
 
 /// Injected bias makes the disparate-impact alert arrive at Alertmanager (its API lists it with
@@ -102,11 +61,15 @@ async fn disparate_impact_alert_reaches_alertmanager_and_resolves() {
     let logs = repo_root().join("target/test-logs");
     let (prometheus_port, alertmanager_port) = (free_port(), free_port());
     let alertmanager = format!("http://127.0.0.1:{alertmanager_port}");
-    let (receiver_port, notifications) = webhook_receiver().await;
-    let shipped = std::fs::read_to_string(repo_root().join("monitoring/alertmanager.yml")).unwrap();
-    assert!(shipped.contains("http://alert-receiver:5001"));
-    let config = shipped.replace("http://alert-receiver:5001", &format!("http://127.0.0.1:{receiver_port}"));
-    std::fs::write(work.path().join("alertmanager.yml"), config).unwrap();
+    let (receiver_port, notifications) = (free_port(), work.path().join("notifications.log"));
+    let receiver = tokio::spawn(serve_receiver(([127, 0, 0, 1], receiver_port).into(), notifications.clone()));
+    let path = AlertPath {
+        worker: &format!("127.0.0.1:{}", worker.http_port),
+        alertmanager: &format!("127.0.0.1:{alertmanager_port}"),
+        receiver_url: &format!("http://127.0.0.1:{receiver_port}"),
+    };
+    let monitoring = repo_root().join("monitoring");
+    write_configs(&monitoring.join("rules"), &monitoring.join("alertmanager.yml"), work.path(), &path).unwrap();
     let _alertmanager = start(
         "prometheus-alertmanager",
         &[
@@ -117,16 +80,6 @@ async fn disparate_impact_alert_reaches_alertmanager_and_resolves() {
         ],
         &logs.join(format!("alertmanager-{alertmanager_port}.log")),
     );
-    for name in ["recording.yml", "alerts.yml"] {
-        std::fs::write(work.path().join(name), scaled_rules(name)).unwrap();
-    }
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [recording.yml, alerts.yml]\n\
-         alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{alertmanager_port}']\n\
-         scrape_configs:\n  - job_name: credit-worker\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-        worker.http_port
-    );
-    std::fs::write(work.path().join("prometheus.yml"), config).unwrap();
     let _prometheus = start(
         "prometheus",
         &[
@@ -160,7 +113,11 @@ async fn disparate_impact_alert_reaches_alertmanager_and_resolves() {
     assert_eq!(fired["labels"]["team"], "model-risk");
     assert_eq!(fired["status"]["state"], "active");
     let deadline = Instant::now() + Duration::from_secs(40);
-    while !notifications.lock().unwrap().iter().any(|body| body.contains("CreditWorkerDisparateImpact")) {
+    let paged = || {
+        let received = std::fs::read_to_string(&notifications).unwrap_or_default();
+        received.lines().any(|line| line.starts_with("/model-risk ") && line.contains("CreditWorkerDisparateImpact"))
+    };
+    while !paged() {
         assert!(Instant::now() < deadline, "the model-risk receiver got no notification");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -192,4 +149,5 @@ async fn disparate_impact_alert_reaches_alertmanager_and_resolves() {
         resolved_after.as_secs_f64()
     );
     assert!(worker.terminate(Duration::from_secs(30)));
+    receiver.abort();
 }

@@ -7,10 +7,12 @@
 //! - [`dataset`]: the CSV as typed applications with their labels;
 //! - [`train`]: the deterministic LightGBM training that writes a versioned model directory;
 //! - [`summary`]: the end-of-run report `make demo` prints;
-//! - [`scrape`]: the worker's `/metrics` read with a Prometheus parser.
+//! - [`scrape`]: the worker's `/metrics` read with a Prometheus parser;
+//! - [`alerting`]: a local Prometheus and Alertmanager for one worker (demo, alerting test).
 //!
 //! The `credit-dev` binary runs them.
 
+pub mod alerting;
 pub mod dataset;
 pub mod registry_standin;
 pub mod replay;

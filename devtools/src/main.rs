@@ -3,9 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use credit_devtools::alerting::{self, AlertPath};
 use credit_devtools::replay::{replay, ReplayOptions};
 use credit_devtools::scrape::Exposition;
 use credit_devtools::train::{train, TrainOptions};
@@ -78,6 +80,55 @@ enum Command {
         #[arg(long)]
         replayed: Option<u64>,
     },
+    /// Write the configuration of a local alert path: the shipped rules scaled to seconds, a
+    /// Prometheus that scrapes one worker, the shipped Alertmanager routing to a local receiver.
+    AlertConfigs {
+        #[arg(long, default_value = "monitoring/rules")]
+        rules_dir: PathBuf,
+        #[arg(long, default_value = "monitoring/alertmanager.yml")]
+        alertmanager_config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The worker's HTTP address (`host:port`).
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        worker: String,
+        /// Alertmanager's listen address (`host:port`).
+        #[arg(long)]
+        alertmanager: String,
+        /// The local webhook receiver (`http://host:port`).
+        #[arg(long)]
+        receiver_url: String,
+    },
+    /// Serve a webhook receiver that appends each notification to a file, one per line.
+    AlertReceiver {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        log: PathBuf,
+    },
+    /// Wait until Alertmanager lists an active alert, then print it.
+    WaitAlert {
+        /// Alertmanager's base URL.
+        #[arg(long)]
+        alertmanager: String,
+        #[arg(long)]
+        alertname: String,
+        /// Only alerts with this label value (`key=value`, repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        #[arg(long, default_value_t = 120)]
+        timeout_seconds: u64,
+    },
+    /// Print the worker's alert events from the alerts topic (read committed).
+    AlertEvents {
+        #[arg(long, default_value = "127.0.0.1:19092")]
+        bootstrap_servers: String,
+        #[arg(long, default_value = "credit-alerts")]
+        topic: String,
+        /// Only events emitted at or after this time (ms since the epoch).
+        #[arg(long, default_value_t = 0)]
+        since_ms: i64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -138,6 +189,26 @@ async fn async_main(cli: Cli) -> Result<()> {
             let fairness = reqwest::get(&fairness_url).await.context("reading the worker's /fairness")?;
             report.fairness = Some(fairness.json().await.context("parsing /fairness")?);
             print!("{}", summary::render(&report));
+            Ok(())
+        }
+        Command::AlertConfigs { rules_dir, alertmanager_config, out, worker, alertmanager, receiver_url } => {
+            let path = AlertPath { worker: &worker, alertmanager: &alertmanager, receiver_url: &receiver_url };
+            alerting::write_configs(&rules_dir, &alertmanager_config, &out, &path)
+        }
+        Command::AlertReceiver { listen, log } => alerting::serve_receiver(listen, log).await,
+        Command::WaitAlert { alertmanager, alertname, labels, timeout_seconds } => {
+            let timeout = Duration::from_secs(timeout_seconds);
+            let alert = alerting::wait_for_alert(&alertmanager, &alertname, &labels, timeout).await?;
+            print!("{}", alerting::render_listed(&alert));
+            Ok(())
+        }
+        Command::AlertEvents { bootstrap_servers, topic, since_ms } => {
+            let (quiet, timeout) = (Duration::from_secs(3), Duration::from_secs(20));
+            let events = tokio::task::spawn_blocking(move || {
+                alerting::alert_events(&bootstrap_servers, &topic, since_ms, quiet, timeout)
+            })
+            .await??;
+            print!("{}", alerting::render_events(&events));
             Ok(())
         }
     }
