@@ -121,12 +121,13 @@ pub async fn wait_for_alert(
     }
 }
 
-/// The worker's alert events on `topic` emitted at or after `since_ms`, read committed until the
-/// topic has been quiet for `quiet` (or `timeout` passed).
+/// The worker's alert events on `topic` emitted at or after `since_ms`, read committed until at
+/// least `at_least` were read and the topic has been quiet for `quiet`, or `timeout` passed.
 pub fn alert_events(
     bootstrap_servers: &str,
     topic: &str,
     since_ms: i64,
+    at_least: usize,
     quiet: Duration,
     timeout: Duration,
 ) -> Result<Vec<MonitoringAlert>> {
@@ -154,7 +155,7 @@ pub fn alert_events(
         .build()
         .context("the alert schema")?;
     let (started, mut last_seen, mut alerts) = (Instant::now(), Instant::now(), Vec::new());
-    while started.elapsed() < timeout && last_seen.elapsed() < quiet {
+    while started.elapsed() < timeout && (alerts.len() < at_least || last_seen.elapsed() < quiet) {
         let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
         let message = message.with_context(|| format!("reading {topic}"))?;
         last_seen = Instant::now();

@@ -128,6 +128,11 @@ enum Command {
         /// Only events emitted at or after this time (ms since the epoch).
         #[arg(long, default_value_t = 0)]
         since_ms: i64,
+        /// Wait (up to `timeout_seconds`) until at least this many were read.
+        #[arg(long, default_value_t = 0)]
+        at_least: usize,
+        #[arg(long, default_value_t = 20)]
+        timeout_seconds: u64,
     },
 }
 
@@ -202,10 +207,10 @@ async fn async_main(cli: Cli) -> Result<()> {
             print!("{}", alerting::render_listed(&alert));
             Ok(())
         }
-        Command::AlertEvents { bootstrap_servers, topic, since_ms } => {
-            let (quiet, timeout) = (Duration::from_secs(3), Duration::from_secs(20));
+        Command::AlertEvents { bootstrap_servers, topic, since_ms, at_least, timeout_seconds } => {
+            let (quiet, timeout) = (Duration::from_secs(2), Duration::from_secs(timeout_seconds));
             let events = tokio::task::spawn_blocking(move || {
-                alerting::alert_events(&bootstrap_servers, &topic, since_ms, quiet, timeout)
+                alerting::alert_events(&bootstrap_servers, &topic, since_ms, at_least, quiet, timeout)
             })
             .await??;
             print!("{}", alerting::render_events(&events));
