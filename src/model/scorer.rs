@@ -10,7 +10,7 @@ use lightgbm3::Booster;
 use rand::{Rng, SeedableRng};
 use tracing::warn;
 
-use super::trees::CompiledTrees;
+use super::trees::{CompiledTrees, Scratch};
 use super::ModelError;
 
 /// Probe rows compared bit for bit on probabilities.
@@ -25,6 +25,8 @@ pub struct Scorer {
     booster: Booster,
     feature_count: usize,
     compiled: Option<CompiledTrees>,
+    /// The compiled trees' working memory (a scorer stays on its scoring thread).
+    scratch: std::cell::RefCell<Scratch>,
 }
 
 impl Scorer {
@@ -33,7 +35,7 @@ impl Scorer {
         let mut booster = Booster::from_string(model_text)?;
         booster.single_row_fast_init::<f64>(Some(&serde_json::json!({ "num_threads": 1 })))?;
         let feature_count = booster.num_features() as usize;
-        let mut scorer = Self { booster, feature_count, compiled: None };
+        let mut scorer = Self { booster, feature_count, compiled: None, scratch: Default::default() };
         match CompiledTrees::parse(model_text) {
             Ok(compiled) => match scorer.disagreement(&compiled)? {
                 None => scorer.compiled = Some(compiled),
@@ -62,7 +64,7 @@ impl Scorer {
     pub fn score_row(&self, row: &[f64]) -> Result<f64, ModelError> {
         debug_assert_eq!(row.len(), self.feature_count);
         match &self.compiled {
-            Some(compiled) => Ok(compiled.probability(row)),
+            Some(compiled) => Ok(compiled.probability(row, &mut self.scratch.borrow_mut())),
             None => self.reference_score_row(row),
         }
     }
@@ -78,9 +80,9 @@ impl Scorer {
         let Some(compiled) = &self.compiled else { return self.reference_contributions(rows) };
         let stride = self.feature_count + 1;
         let mut out = vec![0.0; rows.len() / self.feature_count * stride];
-        let mut scratch = Vec::new();
+        let scratch = &mut self.scratch.borrow_mut();
         for (row, values) in rows.chunks_exact(self.feature_count).zip(out.chunks_exact_mut(stride)) {
-            compiled.contributions(row, values, &mut scratch);
+            compiled.contributions(row, values, scratch);
         }
         Ok(out)
     }
@@ -107,8 +109,9 @@ impl Scorer {
             return Ok(Some(format!("{} features, LightGBM has {}", compiled.feature_count(), self.feature_count)));
         }
         let rows = probe_rows(compiled, self.feature_count);
+        let scratch = &mut Scratch::default();
         for (index, row) in rows.chunks_exact(self.feature_count).enumerate() {
-            let (ours, theirs) = (compiled.probability(row), self.reference_score_row(row)?);
+            let (ours, theirs) = (compiled.probability(row, scratch), self.reference_score_row(row)?);
             if ours.to_bits() != theirs.to_bits() {
                 return Ok(Some(format!("probe row {index}: probability {ours} vs {theirs}")));
             }
@@ -117,11 +120,10 @@ impl Scorer {
         let reference = self.reference_contributions(explained)?;
         let stride = self.feature_count + 1;
         let mut ours = vec![0.0; stride];
-        let mut scratch = Vec::new();
         for (index, (row, theirs)) in
             explained.chunks_exact(self.feature_count).zip(reference.chunks_exact(stride)).enumerate()
         {
-            compiled.contributions(row, &mut ours, &mut scratch);
+            compiled.contributions(row, &mut ours, scratch);
             if let Some((a, b)) = ours.iter().zip(theirs).find(|(a, b)| (*a - *b).abs() > CONTRIBUTION_TOLERANCE) {
                 return Ok(Some(format!("probe row {index}: contribution {a} vs {b}")));
             }

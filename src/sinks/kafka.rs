@@ -11,7 +11,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer};
 use rdkafka::TopicPartitionList;
 
 use super::SinkError;
@@ -39,11 +39,15 @@ pub enum Publication<'a> {
 /// How long one transaction step may take before it counts as failed.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a flush sleeps between looks at what is still in flight.
+const FLUSH_STEP: Duration = Duration::from_micros(250);
+
 /// How often a transaction step is tried while librdkafka says retrying it can help (a step
 /// that timed out is resumed, not started again).
 const STEP_ATTEMPTS: u32 = 3;
 
-type Transactional = ThreadedProducer<DefaultProducerContext>;
+/// A producer without a polling thread: [`DecisionProducer::publish`] serves its events.
+type Transactional = BaseProducer<DefaultProducerContext>;
 
 /// The transactional producer of the decisions and dead-letter topics. Its calls block: run
 /// them off the async runtime. A producer left unusable (a fatal error such as a broker that
@@ -189,7 +193,8 @@ impl DecisionProducer {
         let transaction = format!("{}:{number}", self.run);
         let sent = self.send_all(&producer, &transaction, publications).and_then(|()| {
             let step = || producer.send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT);
-            Ok(resumed("send_offsets_to_transaction", step)?)
+            resumed("send_offsets_to_transaction", step)?;
+            Ok(flush(&producer, TRANSACTION_TIMEOUT)?)
         });
         if let Err(error) = sent {
             self.abort(&producer);
@@ -270,6 +275,23 @@ fn resumed(name: &str, mut step: impl FnMut() -> rdkafka::error::KafkaResult<()>
             Err(KafkaError::Transaction(error)) if error.is_retriable() && attempt < STEP_ATTEMPTS => {
                 tracing::warn!(%error, attempt, step = name, "a transaction step failed; resuming it");
                 attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Waits until every queued record is delivered, serving delivery reports. rdkafka's own flush
+/// (the one `commit_transaction` starts with) polls in steps that never end early, of up to
+/// 100 ms: every commit took 100 ms. Here each step asks librdkafka to flush without waiting (it
+/// sends lingering records at once), serves one event, and sleeps [`FLUSH_STEP`].
+fn flush(producer: &Transactional, timeout: Duration) -> rdkafka::error::KafkaResult<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match producer.flush(Duration::ZERO) {
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if std::time::Instant::now() < deadline => {
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(FLUSH_STEP);
             }
             result => return result,
         }

@@ -13,11 +13,15 @@
 //! so a row costs one pattern (all splits evaluated, no branches) and one table row per tree. Values equal LightGBM's
 //! `predict_contrib` up to rounding (a different summation order); [`super::scorer::Scorer`]
 //! checks both paths against LightGBM when it loads a model and uses them only if they agree.
+//! When every split is plain, the patterns of all trees come from per-feature interval tables
+//! ([`intervals`]) rather than from each tree's splits.
 
 mod build;
+mod intervals;
 
 use super::ModelError;
 use build::tree;
+use intervals::{Intervals, Pattern};
 
 /// One leaf's TreeSHAP table.
 #[derive(Debug, Clone)]
@@ -71,6 +75,14 @@ pub struct CompiledTrees {
     trees: Vec<Tree>,
     feature_count: usize,
     sigmoid: f64,
+    intervals: Option<Intervals>,
+}
+
+/// Working memory reused across rows.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    decisions: Vec<bool>,
+    patterns: Vec<Pattern>,
 }
 
 const DEFAULT_LEFT_MASK: u8 = 2;
@@ -198,7 +210,8 @@ impl CompiledTrees {
         if trees.is_empty() {
             return Err(ModelError::NoTrees);
         }
-        Ok(Self { trees, feature_count, sigmoid })
+        let intervals = Intervals::build(&trees, feature_count);
+        Ok(Self { trees, feature_count, sigmoid, intervals })
     }
 
     /// The split thresholds of each feature (probe material).
@@ -218,22 +231,55 @@ impl CompiledTrees {
     }
 
     /// Probability of the positive class for one row (LightGBM's order of operations).
-    pub fn probability(&self, row: &[f64]) -> f64 {
+    pub fn probability(&self, row: &[f64], scratch: &mut Scratch) -> f64 {
         let mut raw = 0.0;
-        for tree in &self.trees {
-            raw += tree.predict(row);
+        match &self.intervals {
+            Some(intervals) => {
+                let patterns = self.patterns(intervals, row, scratch);
+                for (tree, pattern) in self.trees.iter().zip(patterns) {
+                    raw += match &tree.patterns {
+                        Some(table) => table.leaf_values[usize::from(*pattern)],
+                        None => tree.leaf_value[0],
+                    };
+                }
+            }
+            None => {
+                for tree in &self.trees {
+                    raw += tree.predict(row);
+                }
+            }
         }
         1.0 / (1.0 + (-self.sigmoid * raw).exp())
     }
 
     /// TreeSHAP contributions of one row into `out`: one per feature, then the bias (log-odds).
-    pub fn contributions(&self, row: &[f64], out: &mut [f64], scratch: &mut Vec<bool>) {
+    pub fn contributions(&self, row: &[f64], out: &mut [f64], scratch: &mut Scratch) {
         out.fill(0.0);
         let (phi, bias) = out.split_at_mut(self.feature_count);
-        for tree in &self.trees {
+        let Some(intervals) = &self.intervals else {
+            for tree in &self.trees {
+                bias[0] += tree.expected_value;
+                tree.add_contributions(row, phi, &mut scratch.decisions);
+            }
+            return;
+        };
+        let patterns = self.patterns(intervals, row, scratch);
+        for (tree, pattern) in self.trees.iter().zip(patterns) {
             bias[0] += tree.expected_value;
-            tree.add_contributions(row, phi, scratch);
+            if let Some(table) = &tree.patterns {
+                let k = table.features.len();
+                let start = usize::from(*pattern) * k;
+                for (feature, value) in table.features.iter().zip(&table.contributions[start..start + k]) {
+                    phi[*feature] += value;
+                }
+            }
         }
+    }
+
+    fn patterns<'a>(&self, intervals: &Intervals, row: &[f64], scratch: &'a mut Scratch) -> &'a [Pattern] {
+        scratch.patterns.resize(self.trees.len(), 0);
+        intervals.patterns(row, &mut scratch.patterns);
+        &scratch.patterns
     }
 }
 
@@ -261,10 +307,11 @@ mod tests {
                     leaf_count=60 40\ninternal_count=100\nis_linear=0\n\nend of trees\n";
         let trees = CompiledTrees::parse(text).unwrap();
         let mut out = vec![0.0; 3];
-        trees.contributions(&[1.0, 9.0], &mut out, &mut Vec::new());
+        let scratch = &mut Scratch::default();
+        trees.contributions(&[1.0, 9.0], &mut out, scratch);
         assert!((out[0] + 0.8).abs() < 1e-12 && out[1] == 0.0 && (out[2] + 0.2).abs() < 1e-12, "{out:?}");
-        assert_eq!(trees.probability(&[1.0, 9.0]), 1.0 / (1.0 + 1f64.exp()));
-        assert_eq!(trees.probability(&[f64::NAN, 0.0]), trees.probability(&[0.0, 0.0]));
+        assert_eq!(trees.probability(&[1.0, 9.0], scratch), 1.0 / (1.0 + 1f64.exp()));
+        assert_eq!(trees.probability(&[f64::NAN, 0.0], scratch), trees.probability(&[0.0, 0.0], scratch));
     }
 
     /// Categorical splits and non-binary objectives are refused, not mis-scored.
@@ -278,14 +325,20 @@ mod tests {
         assert!(matches!(CompiledTrees::parse(&regression), Err(ModelError::UnsupportedObjective(_))));
     }
 
-    /// On the committed model, the per-leaf path (used for trees too large to tabulate) and the
-    /// per-pattern path give the same probabilities, bit for bit, and the same contributions.
+    /// On the committed model, the per-leaf path (used for trees too large to tabulate), the
+    /// per-pattern path and the interval tables give the same probabilities, bit for bit, and the
+    /// same contributions.
     #[test]
     fn pattern_tables_agree_with_leaf_tables() {
-        let tabulated = CompiledTrees::parse(include_str!("../../../models/credit-v1/model.txt")).unwrap();
+        let intervals = CompiledTrees::parse(include_str!("../../../models/credit-v1/model.txt")).unwrap();
+        assert!(intervals.intervals.is_some());
+        let mut tabulated = intervals.clone();
+        tabulated.intervals = None;
         let mut per_leaf = tabulated.clone();
         per_leaf.trees.iter_mut().for_each(|tree| tree.patterns = None);
         assert!(tabulated.trees.iter().all(|tree| tree.patterns.is_some()));
+        let scratch = &mut Scratch::default();
+        let mut c = vec![0.0; intervals.feature_count() + 1];
         let thresholds = tabulated.thresholds_by_feature();
         let width = tabulated.feature_count();
         let (mut a, mut b) = (vec![0.0; width + 1], vec![0.0; width + 1]);
@@ -297,10 +350,14 @@ mod tests {
                     base + [0.0, 0.5, -0.5, f64::NAN][(index + feature) % 4]
                 })
                 .collect();
-            assert_eq!(tabulated.probability(&row).to_bits(), per_leaf.probability(&row).to_bits(), "row {index}");
-            tabulated.contributions(&row, &mut a, &mut Vec::new());
-            per_leaf.contributions(&row, &mut b, &mut Vec::new());
+            let probability = tabulated.probability(&row, scratch).to_bits();
+            assert_eq!(probability, per_leaf.probability(&row, scratch).to_bits(), "row {index}");
+            assert_eq!(probability, intervals.probability(&row, scratch).to_bits(), "row {index}");
+            tabulated.contributions(&row, &mut a, scratch);
+            per_leaf.contributions(&row, &mut b, scratch);
+            intervals.contributions(&row, &mut c, scratch);
             assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-12), "row {index}: {a:?} vs {b:?}");
+            assert_eq!(a, c, "row {index}: the interval tables find the same patterns");
         }
     }
 }
