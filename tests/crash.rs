@@ -234,15 +234,17 @@ async fn ten_kills_a_second_replica_and_a_model_swap_decide_every_application_on
         assert!(rows < EVENTS as i64, "kill {kill} came after the end ({rows} rows)");
         worker = WorkerProcess::start_binary(&binary, &deployment, &primary);
         claims.push(partitions_claimed(&worker, killed_at).await);
+        if kill == 2 {
+            // Before the topic grows: the events added next can only be decided by credit-v2.
+            // (Activated after the top-up, a fast worker had decided them all with credit-v1.)
+            worker.wait_ready(Duration::from_secs(30)).await;
+            activate(&worker, "credit-v2").await;
+        }
         stream.top_up(level(kill)).await;
         recoveries.push(first_decision(&worker, killed_at).await);
         startups.push(startup(&worker));
         let run = producer_run(&worker);
         later_runs.iter_mut().for_each(|runs| runs.push(run.clone()));
-        if kill == 2 {
-            worker.wait_ready(Duration::from_secs(30)).await;
-            activate(&worker, "credit-v2").await;
-        }
         if kill == 4 {
             let mut joining = WorkerProcess::start_binary(&binary, &deployment, &secondary);
             joining.wait_ready(Duration::from_secs(60)).await;
