@@ -144,30 +144,6 @@ fn stages(c: &mut Criterion) {
         })
     });
 
-    let config =
-        WorkerConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"), &BTreeMap::new())
-            .expect("default config");
-    let monitoring = Monitoring::new(&config, &fixture.bundle.card, Metrics::new());
-    let probabilities = fixture.scorer.score_batch(&fixture.rows).expect("scores");
-    group.bench_function("window_update", |b| {
-        let cutoffs = fixture.bundle.card.cutoffs;
-        b.iter(|| {
-            for ((application, row), probability) in
-                fixture.applications.iter().zip(fixture.rows.chunks_exact(fixture.width)).zip(&probabilities)
-            {
-                monitoring.record(
-                    0,
-                    application.event_time,
-                    &application.protected_attributes,
-                    cutoffs.decide(*probability),
-                    &fixture.bundle.card.model_sha256,
-                    row,
-                    *probability,
-                );
-            }
-        })
-    });
-
     let context = context(&fixture);
     let batch = records(&fixture);
     let audit_rows: Vec<_> = process_batch(&fixture.scorer, &context, &batch)
@@ -178,6 +154,16 @@ fn stages(c: &mut Criterion) {
         })
         .collect();
     group.throughput(Throughput::Elements(audit_rows.len() as u64));
+    let config =
+        WorkerConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"), &BTreeMap::new())
+            .expect("default config");
+    let monitoring = Monitoring::new(&config, &fixture.bundle.card, Metrics::new());
+    // The monitors per batch: the counts the audit transaction persists, then the windows fed
+    // from them.
+    group.bench_function("window_update", |b| {
+        let rows: Vec<&_> = audit_rows.iter().collect();
+        b.iter(|| monitoring.record_counts(&monitoring.bucket_counts(&rows)))
+    });
     let keys = credit_worker::codec::ProtectedKeys::parse(&credit_worker::codec::ProtectedKeys::generate()).unwrap();
     group.bench_function("audit_row_seal_and_hash", |b| {
         b.iter(|| {

@@ -34,6 +34,8 @@ debian_packages=(
   libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev libzstd-dev
   clang libclang-dev pkg-config make python3-venv
   prometheus prometheus-alertmanager
+  # Headless browser for the model-risk report's page test (tests/report.rs).
+  chromium
 )
 
 missing=()

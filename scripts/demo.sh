@@ -4,7 +4,8 @@
 # plus deliberately malformed records, waits until every event is decided or dead-lettered,
 # and prints a summary. Then it replays a biased scenario and shows the disparate-impact alert
 # reach a real Alertmanager (Prometheus evaluates the shipped rules, windows scaled to seconds),
-# the model-risk receiver's notification and the worker's own alert event on the alerts topic.
+# the model-risk receiver's notification and the worker's own alert event on the alerts topic,
+# and writes the run's model-risk report (report.html, report.json).
 # The worker, Prometheus and Alertmanager keep running afterwards so they can be explored;
 # `make stack-down` stops them and the stack.
 set -euo pipefail
@@ -113,6 +114,13 @@ wait "$replay_pid" 2>/dev/null || true
 echo "== the worker's own alert events on the alerts topic (credit-alerts) since it started:"
 "$dev" alert-events --since-ms "$worker_started_ms" --at-least 1
 
+echo
+echo "== the model-risk report of this run (event time since the worker started)"
+report_dir="$state/reports/$run_id"
+"$bin" report --config config/default.toml --from "$(date -u -d "@$((worker_started_ms / 1000 - 60))" +%Y-%m-%dT%H:%M:%SZ)" \
+  --out "$report_dir"
+echo "   open $report_dir/report.html (self-contained; the same figures in report.json)"
+
 cat <<MSG
 
 Look further (the worker is still running, pid $(cat "$state/run/demo-worker.pid")):
@@ -122,6 +130,7 @@ Look further (the worker is still running, pid $(cat "$state/run/demo-worker.pid
   models      curl -s -H "Authorization: Bearer \$(cat $token_file)" http://127.0.0.1:9464/admin/model
   alerts      $alertmanager_url/#/alerts, Prometheus http://127.0.0.1:19090/alerts
   notified    $alerting/notifications.log
+  report      $report_dir/report.html
   worker log  .stack/logs/worker-demo.log
   stop        make stack-down
 MSG

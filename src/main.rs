@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use credit_worker::app::{self, shutdown_on_signal};
 use credit_worker::config::{LogFormat, WorkerConfig};
-use credit_worker::ops::{retention, verify};
+use credit_worker::ops::{model_risk, retention, verify};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -60,6 +60,36 @@ enum Command {
     /// Audit table tools: verify (hash chains + re-scoring) and retention purge.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write the model-risk report of an event-time period: report.json and a self-contained
+    /// report.html (fairness with intervals over time, drift, reason codes by group, performance
+    /// on matured labels, alerts, model versions).
+    Report {
+        /// The worker's configuration (database, keys, grouping, thresholds, alerts topic).
+        #[arg(long, env = "CREDIT_WORKER_CONFIG", default_value = "config/default.toml")]
+        config: PathBuf,
+        /// Start of the period (RFC 3339), inclusive.
+        #[arg(long, required_unless_present = "last_days", conflicts_with = "last_days")]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// The period is the last this many days before --to (a scheduled run's week: 7).
+        #[arg(long)]
+        last_days: Option<u32>,
+        /// End of the period (RFC 3339), exclusive; now if absent.
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Directory the report is written to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Write into a subdirectory of --out named by the period (scheduled runs keep every report).
+        #[arg(long)]
+        dated: bool,
+        /// Directory holding the model versions (for drift against their training histograms);
+        /// model.models_root, else the active model's parent directory, if absent.
+        #[arg(long)]
+        models_root: Option<PathBuf>,
+        /// Leave out the alerts (no broker is read).
+        #[arg(long)]
+        skip_alerts: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +165,19 @@ async fn async_main(cli: Cli) -> Result<()> {
             anyhow::ensure!(status.is_success(), "GET {url}: {status}");
             Ok(())
         }
+        Command::Report { config, from, last_days, to, out, dated, models_root, skip_alerts } => {
+            let to = to.unwrap_or_else(chrono::Utc::now);
+            let from = match (from, last_days) {
+                (Some(from), _) => from,
+                (None, days) => to - chrono::Duration::days(i64::from(days.unwrap_or(7))),
+            };
+            let out = if dated {
+                out.join(format!("{}_{}", from.format("%Y%m%dT%H%MZ"), to.format("%Y%m%dT%H%MZ")))
+            } else {
+                out
+            };
+            report(&config, from, to, &out, models_root, skip_alerts).await
+        }
         Command::Audit(command) => {
             init_logging(LogFormat::Text, "warn");
             audit_command(command).await
@@ -182,6 +225,56 @@ async fn audit_command(command: AuditCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn report(
+    config_path: &std::path::Path,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    out: &std::path::Path,
+    models_root: Option<PathBuf>,
+    skip_alerts: bool,
+) -> Result<()> {
+    let environment: BTreeMap<String, String> = std::env::vars().collect();
+    let config = WorkerConfig::load(config_path, &environment)
+        .with_context(|| format!("loading the configuration {}", config_path.display()))?;
+    let keys = credit_worker::config::protected_keys(&config.database)?;
+    let models_root = models_root
+        .or_else(|| config.model.models_root.clone())
+        .or_else(|| config.model.directory.parent().map(std::path::Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("models"));
+    let (cards, refused) = model_risk::model_cards(&models_root)
+        .with_context(|| format!("reading the models under {}", models_root.display()))?;
+    for reason in refused {
+        eprintln!("warning: model refused: {reason}");
+    }
+    let settings = model_risk::ReportSettings {
+        grouping: config.grouping.clone(),
+        min_group_size: config.fairness.min_group_size,
+        bucket_seconds: config.fairness.bucket_seconds as i64,
+        disparate_impact_threshold: config.fairness.disparate_impact_threshold,
+        drift_min_count: config.drift.min_count,
+        psi_threshold: config.drift.psi_threshold,
+        max_event_time_past_seconds: config.pipeline.max_event_time_past_seconds as i64,
+        max_event_time_future_seconds: config.pipeline.max_event_time_future_seconds as i64,
+        keys: &keys,
+        cards,
+        kafka: (!skip_alerts).then_some(&config.kafka),
+    };
+    let pool = sqlx::PgPool::connect(&config.database.url).await.context("connecting to the audit database")?;
+    let report = model_risk::build(&pool, &settings, from, to).await.context("building the report")?;
+    let page = model_risk::write(&report, out)?;
+    println!(
+        "model-risk report {} to {}: {} decisions, {} models, {} alert events; wrote {} and {}",
+        report.period.from.to_rfc3339(),
+        report.period.to.to_rfc3339(),
+        report.decisions.total,
+        report.models.len(),
+        report.alerts.len(),
+        page.display(),
+        out.join("report.json").display()
+    );
+    Ok(())
 }
 
 async fn create_topics(bootstrap_servers: &str, partitions: i32, topics: &[String]) -> Result<()> {

@@ -238,3 +238,48 @@ async fn outcomes_give_equal_opportunity_and_rolling_auc() {
     );
     assert!(worker.terminate(Duration::from_secs(30)));
 }
+
+/// Before any label: the worker's label-free estimate (expected AUC with its 95% interval,
+/// expected default rate) over the window's 1000 decisions. Labels then drawn from the model's
+/// own audited probabilities (seeded) realise an AUC inside that interval and a default rate
+/// within three standard errors of the expected one; and the gauges carry the estimate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_free_estimate_brackets_the_realised_auc() {
+    use rand::{Rng, SeedableRng};
+    let deployment = Deployment::create("estimate", 2).await;
+    let mut worker = WorkerProcess::start(&deployment, &[("CREDIT_WORKER__ALERTS__EVALUATION_INTERVAL_MS", "200")]);
+    worker.wait_ready(Duration::from_secs(60)).await;
+    replay(&options(&deployment, "estimate", vec![])).await.unwrap();
+    wait_decided(&worker, 1000.0).await;
+    wait_evaluated(&worker).await;
+    let report: serde_json::Value = reqwest::get(worker.url("/fairness")).await.unwrap().json().await.unwrap();
+    let expected = &report["expected"];
+    assert_eq!(expected["decisions"], 1000, "{expected}");
+    let (lower, upper) =
+        (expected["expected_auc"]["lower"].as_f64().unwrap(), expected["expected_auc"]["upper"].as_f64().unwrap());
+    let expected_rate = expected["expected_default_rate"].as_f64().unwrap();
+    assert_eq!(gauge(&worker, "credit_worker_expected_auc", &[("estimate", "lower")]).await, lower);
+
+    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    let scores: Vec<f64> =
+        sqlx::query_scalar("SELECT probability_of_default FROM decision_audit ORDER BY application_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(scores.len(), 1000);
+    let mut random = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
+    let labels: Vec<f32> = scores.iter().map(|p| if random.gen::<f64>() < *p { 1.0 } else { 0.0 }).collect();
+    let realised = credit_worker::monitor::roc_auc(&scores, &labels);
+    let realised_rate = labels.iter().map(|label| f64::from(*label)).sum::<f64>() / 1000.0;
+    let rate_error = (expected_rate * (1.0 - expected_rate) / 1000.0).sqrt();
+    println!(
+        "expected AUC {:.4} [{lower:.4}, {upper:.4}], realised {realised:.4}; expected default rate {expected_rate:.4}, realised {realised_rate:.4}",
+        expected["expected_auc"]["value"].as_f64().unwrap()
+    );
+    assert!(lower <= realised && realised <= upper, "realised AUC {realised} outside [{lower}, {upper}]");
+    assert!(
+        (realised_rate - expected_rate).abs() < 3.0 * rate_error,
+        "default rate {realised_rate} vs {expected_rate}"
+    );
+    assert!(worker.terminate(Duration::from_secs(30)));
+}

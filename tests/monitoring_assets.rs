@@ -34,6 +34,39 @@ fn prometheus_and_alertmanager_configs_pass_their_tools() {
     assert!(run("amtool", &["check-config", "alertmanager.yml"], &dir).contains("SUCCESS"));
 }
 
+/// Every shipped alert is routed by its labels as the runbook says: model-risk critical alerts
+/// (disparate impact, equal opportunity, declines without reasons) page the model-risk team,
+/// model-risk warnings (AUC, calibration, parity, drift) go to its review queue, the rest to ops.
+#[test]
+fn every_alert_reaches_its_receiver() {
+    let dir = monitoring();
+    let text = std::fs::read_to_string(dir.join("rules/alerts.yml")).unwrap();
+    let mut routed = 0;
+    for rule in text.split("- alert: ").skip(1) {
+        let name = rule.lines().next().unwrap().trim();
+        let label = |key: &str| {
+            let line = rule.lines().find(|line| line.trim_start().starts_with(&format!("{key}: ")));
+            line.unwrap_or_else(|| panic!("{name} has no {key} label")).split_once(": ").unwrap().1.trim().to_owned()
+        };
+        let (team, severity) = (label("team"), label("severity"));
+        let (team, severity) = (team.as_str(), severity.as_str());
+        let expected = match (team, severity) {
+            ("model-risk", "critical") => "model-risk-pager",
+            ("model-risk", _) => "model-risk-review",
+            (_, "critical") => "ops-pager",
+            _ => "ops-webhook",
+        };
+        let labels = [format!("alertname={name}"), format!("team={team}"), format!("severity={severity}")];
+        let mut args = vec!["config", "routes", "test", "--config.file=alertmanager.yml"];
+        args.extend(labels.iter().map(String::as_str));
+        let answer = run("amtool", &args, &dir);
+        let receiver = answer.lines().find(|line| !line.starts_with("Warning:")).unwrap_or_default();
+        assert_eq!(receiver.trim(), expected, "{name}");
+        routed += 1;
+    }
+    assert!(routed >= 13, "{routed} alerts");
+}
+
 /// Every dashboard query parses (checked by promtool as recording rules) and every
 /// `credit_worker` series a dashboard or rule names is exported by the worker or recorded by
 /// the rules.

@@ -18,20 +18,21 @@ use tracing::{error, warn};
 use super::pipeline::Pipeline;
 use super::retry::GaveUp;
 use super::Abandoned;
-use crate::domain::{AuditRow, DeadLetter, InputRecord, Outcome};
+use crate::domain::{AuditRow, BucketCounts, DeadLetter, InputRecord, Outcome};
 use crate::error::{Retriable, Retry};
 use crate::sinks::{BatchWrite, Progress, Publication, SinkError};
 use crate::sources::{next_offsets, partition_list, SourceError};
 
 impl Pipeline {
     /// Audits, then announces the batch; returns the positions of the outcomes whose rows are new
-    /// (the monitors count these, and only these).
+    /// and the monitors' counts of those rows, as persisted (the monitors count these, and only
+    /// these).
     pub(super) async fn write_durably(
         &self,
         records: &[InputRecord],
         outcomes: &mut [Outcome],
         epochs: &HashMap<i32, u64>,
-    ) -> Result<Vec<usize>, Abandoned> {
+    ) -> Result<(Vec<usize>, BucketCounts), Abandoned> {
         let owned =
             |partition: i32| epochs.get(&partition).is_some_and(|epoch| self.assignment.owns(partition, *epoch));
         let decided: Vec<(usize, &AuditRow)> = outcomes
@@ -61,7 +62,7 @@ impl Pipeline {
             outcomes[position] = stored;
         }
         self.announce(records, outcomes, epochs).await?;
-        Ok(new_rows)
+        Ok((new_rows, write.counts))
     }
 
     /// The audit transaction, retried until it commits. A row PostgreSQL refuses is left out and

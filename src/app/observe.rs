@@ -1,20 +1,24 @@
 //! After a batch is durable: its new decisions counted in the metrics and the monitors (each
 //! decision once: a stored decision announced again is not counted again), its dead letters by
-//! reason.
+//! reason. Counters and monitors are updated once per batch from pre-aggregated counts; the
+//! monitors take the very counts the batch's audit transaction persisted.
 
 use chrono::Utc;
 
 use super::pipeline::Pipeline;
-use crate::domain::{DecisionOutcome, Outcome};
+use crate::domain::{outcome_code, outcome_of, BucketCounts, DecisionOutcome, Outcome};
 
 impl Pipeline {
-    /// Counts the batch's outcomes; `new_rows` are the positions of its new decisions.
-    pub(super) fn record_outcomes(&self, outcomes: &[Outcome], new_rows: &[usize]) {
+    /// Counts the batch's outcomes; `new_rows` are the positions of its new decisions, `counts`
+    /// their monitor counts.
+    pub(super) fn record_outcomes(&self, outcomes: &[Outcome], new_rows: &[usize], counts: &BucketCounts) {
         let now = Utc::now();
+        let mut by_outcome = [0_u64; 3];
+        let mut reasons: Vec<(&str, u64)> = Vec::new();
         for position in new_rows {
             let Some(Outcome::Decided(decided)) = outcomes.get(*position) else { continue };
             let row = &decided.row;
-            self.metrics.decisions.with_label_values(&[row.outcome.as_str()]).inc();
+            by_outcome[outcome_code(row.outcome) as usize] += 1;
             if row.outcome == DecisionOutcome::Decline && row.reasons.is_empty() {
                 self.metrics.declines_without_reasons.inc();
                 tracing::error!(
@@ -23,17 +27,26 @@ impl Pipeline {
                     "decline without an adverse-action reason"
                 );
             }
-            for reason in &row.reasons {
-                if let Some(entry) = row.policy.reason(reason.entry) {
-                    self.metrics.adverse_reasons.with_label_values(&[&entry.code]).inc();
+            for entry in row.reasons.iter().filter_map(|reason| row.policy.reason(reason.entry)) {
+                match reasons.iter_mut().find(|(code, _)| *code == entry.code) {
+                    Some((_, count)) => *count += 1,
+                    None => reasons.push((&entry.code, 1)),
                 }
             }
-            self.monitoring.record_row(row);
             let since_event = (now - row.event_time).num_microseconds().unwrap_or(0) as f64 / 1e6;
             let since_consume = (now - row.consumed_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
             self.metrics.event_to_decision_seconds.observe(since_event.max(0.0));
             self.metrics.consume_to_decision_seconds.observe(since_consume.max(0.0));
         }
+        for (code, count) in by_outcome.into_iter().enumerate().filter(|(_, count)| *count > 0) {
+            if let Some(outcome) = outcome_of(code as i16) {
+                self.metrics.decisions.with_label_values(&[outcome.as_str()]).inc_by(count);
+            }
+        }
+        for (code, count) in reasons {
+            self.metrics.adverse_reasons.with_label_values(&[code]).inc_by(count);
+        }
+        self.monitoring.record_counts(counts);
         for outcome in outcomes {
             match outcome {
                 Outcome::DeadLetter(reason) => self.metrics.dead_letters.with_label_values(&[reason.kind]).inc(),

@@ -2,6 +2,8 @@
 //! The intake decodes, scores and decides the next batch on a scoring thread while the sink
 //! stage publishes and audits the previous one. The sink takes batches in order (all that are
 //! waiting at once), and stores a batch's offsets only once every record of it is durable.
+//! Shadow scoring runs behind the sink, on its own queue: a slow challenger never delays a batch
+//! unless that queue is full.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +25,9 @@ use crate::monitor::{Monitoring, ShadowComparison};
 use crate::sinks::{AuditStore, DecisionProducer};
 use crate::sources::{Assignment, Source};
 use crate::telemetry::{Metrics, Readiness};
+
+/// Batches waiting for the challenger before the sink waits for it.
+const SHADOW_QUEUE: usize = 4;
 
 /// Everything the two stages use.
 pub struct Pipeline {
@@ -63,6 +68,7 @@ impl Pipeline {
         let max_wait = Duration::from_millis(self.config.pipeline.batch_max_wait_ms);
         let (decided, mut to_finish) = tokio::sync::mpsc::channel(self.config.pipeline.batches_in_flight);
         let pipeline = &self;
+        let (to_shadow, mut shadowed) = tokio::sync::mpsc::channel::<(Arc<LoadedModel>, Vec<Outcome>)>(SHADOW_QUEUE);
         let intake = async move {
             loop {
                 let batch = tokio::select! {
@@ -79,7 +85,7 @@ impl Pipeline {
                 }
             }
         };
-        let sink = async {
+        let sink = async move {
             while let Some(mut batch) = to_finish.recv().await {
                 // Batches that queued up behind a slow sink are finished together: one audit
                 // transaction (one commit to wait for) and one publish wait for all of them.
@@ -89,14 +95,19 @@ impl Pipeline {
                     batch.epochs.extend(next.epochs);
                 }
                 let span = info_span!("finish", records = batch.records.len());
-                if pipeline.finish_batch(batch).instrument(span).await.is_err() {
+                if pipeline.finish_batch(batch, &to_shadow).instrument(span).await.is_err() {
                     warn!("shutdown during a failing batch: its offsets (and later ones) were not stored; they will be redelivered");
                     to_finish.close();
                     break;
                 }
             }
         };
-        tokio::join!(intake, sink);
+        let shadow = async {
+            while let Some((challenger, outcomes)) = shadowed.recv().await {
+                pipeline.compare_with(&challenger, outcomes).await;
+            }
+        };
+        tokio::join!(intake, sink, shadow);
         let announced = std::mem::take(&mut *self.announced.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         if !announced.is_empty() {
             if let Err(error) = self.audit.mark_announced(&announced).await {
@@ -160,13 +171,18 @@ impl Pipeline {
             })
     }
 
-    /// Makes a decided batch durable: audited first, then announced with its offsets.
-    async fn finish_batch(&self, batch: DecidedBatch) -> Result<(), Abandoned> {
+    /// Makes a decided batch durable: audited first, then announced with its offsets; then queues
+    /// it for the challenger, if there is one.
+    async fn finish_batch(
+        &self,
+        batch: DecidedBatch,
+        to_shadow: &tokio::sync::mpsc::Sender<(Arc<LoadedModel>, Vec<Outcome>)>,
+    ) -> Result<(), Abandoned> {
         let DecidedBatch { records, mut outcomes, epochs } = batch;
-        let new_rows = self.write_durably(&records, &mut outcomes, &epochs).await?;
-        self.record_outcomes(&outcomes, &new_rows);
+        let (new_rows, counts) = self.write_durably(&records, &mut outcomes, &epochs).await?;
+        self.record_outcomes(&outcomes, &new_rows, &counts);
         if let Some(challenger) = self.models.shadow() {
-            self.compare_with(&challenger, outcomes).await;
+            let _ = to_shadow.send((challenger, outcomes)).await;
         }
         Ok(())
     }

@@ -61,6 +61,10 @@ pub struct FairnessConfig {
     pub age_band_reference: String,
     /// Reference group for `foreign_worker`.
     pub foreign_worker_reference: String,
+    /// Pairs of attributes also monitored together (intersectional groups), e.g.
+    /// `[["sex", "age_band"]]`; at most 3 pairs.
+    #[serde(default)]
+    pub intersections: Vec<[String; 2]>,
     /// Fire when a group's disparate-impact interval lies wholly below this; clear when the point estimate is back at or above it.
     pub disparate_impact_threshold: f64,
     /// Fire when a group's parity-difference interval lies wholly beyond ± this; clear when the point estimate is within it.

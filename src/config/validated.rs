@@ -183,6 +183,7 @@ impl RawConfig {
             sex_reference: fairness.sex_reference.clone(),
             age_band_reference: fairness.age_band_reference.clone(),
             foreign_worker_reference: fairness.foreign_worker_reference.clone(),
+            intersections: fairness.intersections.clone(),
         };
         grouping.validate().map_err(|reason| invalid("fairness", reason.to_string()))?;
         if self.drift.min_count == 0 || self.drift.psi_threshold <= 0.0 || self.drift.psi_threshold.is_nan() {

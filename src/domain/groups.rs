@@ -1,5 +1,8 @@
 //! Protected attributes → (attribute, group) labels (pure). Groups come from configuration:
-//! age band edges and a reference (privileged) group per attribute.
+//! age band edges and a reference (privileged) group per attribute, and the pairs of attributes
+//! monitored together (intersectional groups such as `sex:age_band` / `female:<=25`, whose
+//! reference is the pair of references). Cardinality stays bounded: at most
+//! [`MAX_INTERSECTIONS`] pairs, each with the product of its attributes' groups (plus `unknown`).
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +14,12 @@ pub const ATTRIBUTES: [&str; 3] = ["sex", "age_band", "foreign_worker"];
 
 /// Label of a group whose attribute value is missing or unrecognised.
 pub const UNKNOWN: &str = "unknown";
+
+/// Joins the two attributes of an intersection, and their groups.
+pub const JOIN: char = ':';
+
+/// Most intersections configurable (label cardinality stays bounded).
+pub const MAX_INTERSECTIONS: usize = 3;
 
 /// How applications are grouped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,23 +33,35 @@ pub struct GroupingConfig {
     pub age_band_reference: String,
     /// Reference group for `foreign_worker` (`yes` or `no`).
     pub foreign_worker_reference: String,
+    /// Pairs of attributes also monitored together, e.g. `[["sex", "age_band"]]`.
+    #[serde(default)]
+    pub intersections: Vec<[String; 2]>,
 }
 
 impl GroupingConfig {
     /// The age band labels, youngest first.
     pub fn age_bands(&self) -> Vec<String> {
+        match self.age_band_edges.len() {
+            0 => Vec::new(),
+            edges => (0..=edges).map(|index| self.age_band(index)).collect(),
+        }
+    }
+
+    /// The label of age band `index` (0 is the youngest; the last is above every edge).
+    fn age_band(&self, index: usize) -> String {
         let edges = &self.age_band_edges;
-        let mut bands = Vec::with_capacity(edges.len() + 1);
-        for (index, edge) in edges.iter().enumerate() {
-            bands.push(match index {
-                0 => format!("<={edge}"),
-                _ => format!("{}-{edge}", edges[index - 1] + 1),
-            });
+        match (index, edges.get(index)) {
+            (0, Some(edge)) => format!("<={edge}"),
+            (_, Some(edge)) => format!("{}-{edge}", edges[index - 1] + 1),
+            (_, None) => edges.last().map(|last| format!(">{last}")).unwrap_or_else(|| UNKNOWN.to_owned()),
         }
-        if let Some(last) = edges.last() {
-            bands.push(format!(">{last}"));
-        }
-        bands
+    }
+
+    /// Every monitored attribute: the three, then the intersections (`sex:age_band`). A position
+    /// in this list is the attribute's index in [`GroupingConfig::classify`] and the monitors.
+    pub fn attributes(&self) -> Vec<String> {
+        let pairs = self.intersections.iter().map(|[first, second]| format!("{first}{JOIN}{second}"));
+        ATTRIBUTES.iter().map(|attribute| (*attribute).to_owned()).chain(pairs).collect()
     }
 
     /// Every known group of `attribute` (reference included, `unknown` excluded).
@@ -49,17 +70,44 @@ impl GroupingConfig {
             "sex" => vec!["female".into(), "male".into()],
             "age_band" => self.age_bands(),
             "foreign_worker" => vec!["no".into(), "yes".into()],
-            _ => Vec::new(),
+            _ => match attribute.split_once(JOIN) {
+                Some((first, second)) => {
+                    let seconds = self.groups(second);
+                    let pairs = self.groups(first).into_iter().flat_map(|one| {
+                        seconds.iter().map(move |other| format!("{one}{JOIN}{other}")).collect::<Vec<_>>()
+                    });
+                    pairs.collect()
+                }
+                None => Vec::new(),
+            },
         }
     }
 
-    /// The reference group of `attribute`.
-    pub fn reference(&self, attribute: &str) -> &str {
+    /// The reference group of `attribute` (of an intersection: the pair of references).
+    pub fn reference(&self, attribute: &str) -> String {
         match attribute {
-            "sex" => &self.sex_reference,
-            "age_band" => &self.age_band_reference,
-            _ => &self.foreign_worker_reference,
+            "sex" => self.sex_reference.clone(),
+            "age_band" => self.age_band_reference.clone(),
+            "foreign_worker" => self.foreign_worker_reference.clone(),
+            _ => match attribute.split_once(JOIN) {
+                Some((first, second)) => format!("{}{JOIN}{}", self.reference(first), self.reference(second)),
+                None => String::new(),
+            },
         }
+    }
+
+    /// The persisted code of the attribute at `position`: 0–2 for the three, `3 + 3·a + b` for
+    /// the intersection of attributes `a` and `b`, whatever the order of the configuration.
+    pub fn code(&self, position: usize) -> i16 {
+        match position.checked_sub(ATTRIBUTES.len()).and_then(|index| self.intersections.get(index)) {
+            Some([first, second]) => (ATTRIBUTES.len() + 3 * index_of(first) + index_of(second)) as i16,
+            None => position as i16,
+        }
+    }
+
+    /// The position of the attribute persisted as `code`, if it is still monitored.
+    pub fn position(&self, code: i16) -> Option<usize> {
+        (0..ATTRIBUTES.len() + self.intersections.len()).find(|position| self.code(*position) == code)
     }
 
     /// Checks edges ascend and every reference is one of its attribute's groups.
@@ -71,18 +119,35 @@ impl GroupingConfig {
         }
         for attribute in ATTRIBUTES {
             let reference = self.reference(attribute);
-            if !self.groups(attribute).iter().any(|group| group == reference) {
+            if !self.groups(attribute).contains(&reference) {
                 return Err(DomainError::Grouping(format!(
                     "fairness.{attribute}_reference `{reference}` is not one of {:?}",
                     self.groups(attribute)
                 )));
             }
         }
+        if self.intersections.len() > MAX_INTERSECTIONS {
+            return Err(DomainError::Grouping(format!(
+                "fairness.intersections: at most {MAX_INTERSECTIONS} pairs (label cardinality)"
+            )));
+        }
+        for (index, [first, second]) in self.intersections.iter().enumerate() {
+            let known = |name: &String| ATTRIBUTES.contains(&name.as_str());
+            if !known(first) || !known(second) || first == second {
+                return Err(DomainError::Grouping(format!(
+                    "fairness.intersections[{index}] = [{first:?}, {second:?}]: two different attributes of {ATTRIBUTES:?}"
+                )));
+            }
+            if self.intersections[..index].iter().any(|earlier| earlier == &[first.clone(), second.clone()]) {
+                return Err(DomainError::Grouping(format!("fairness.intersections[{index}] repeats a pair")));
+            }
+        }
         Ok(())
     }
 
-    /// Group of each attribute, in [`ATTRIBUTES`] order.
-    pub fn classify(&self, protected: &ProtectedAttributes) -> [String; 3] {
+    /// Group of each attribute, in [`GroupingConfig::attributes`] order (an intersection is
+    /// `unknown` when either of its attributes is).
+    pub fn classify(&self, protected: &ProtectedAttributes) -> Vec<String> {
         let sex = match protected.personal_status_and_sex.as_deref() {
             Some(value) if value.starts_with("female") => "female",
             Some(value) if value.starts_with("male") => "male",
@@ -91,7 +156,7 @@ impl GroupingConfig {
         let age_band = match protected.age_in_years {
             Some(age) if age >= 0 => {
                 let index = self.age_band_edges.partition_point(|edge| (*edge as i64) < i64::from(age));
-                self.age_bands()[index].clone()
+                self.age_band(index)
             }
             _ => UNKNOWN.to_owned(),
         };
@@ -100,8 +165,21 @@ impl GroupingConfig {
             Some("no") => "no",
             _ => UNKNOWN,
         };
-        [sex.to_owned(), age_band, foreign_worker.to_owned()]
+        let mut groups = Vec::with_capacity(ATTRIBUTES.len() + self.intersections.len());
+        groups.extend([sex.to_owned(), age_band, foreign_worker.to_owned()]);
+        for [first, second] in &self.intersections {
+            let (one, other) = (&groups[index_of(first)], &groups[index_of(second)]);
+            let group =
+                if one == UNKNOWN || other == UNKNOWN { UNKNOWN.to_owned() } else { format!("{one}{JOIN}{other}") };
+            groups.push(group);
+        }
+        groups
     }
+}
+
+/// The position of one of the three attributes (validated names).
+fn index_of(attribute: &str) -> usize {
+    ATTRIBUTES.iter().position(|known| *known == attribute).unwrap_or_default()
 }
 
 impl Default for GroupingConfig {
@@ -111,6 +189,7 @@ impl Default for GroupingConfig {
             sex_reference: "male".into(),
             age_band_reference: ">25".into(),
             foreign_worker_reference: "no".into(),
+            intersections: Vec::new(),
         }
     }
 }
@@ -138,7 +217,7 @@ mod tests {
             (protected(Some("other"), Some(-1), Some("maybe")), ["unknown", "unknown", "unknown"]),
         ];
         for (input, expected) in cases {
-            assert_eq!(config.classify(&input), expected.map(str::to_owned), "{input:?}");
+            assert_eq!(config.classify(&input), expected.map(str::to_owned).to_vec(), "{input:?}");
         }
     }
 
@@ -154,5 +233,32 @@ mod tests {
         config.age_band_edges = vec![40, 25];
         assert!(config.validate().is_err());
         assert!(GroupingConfig { sex_reference: "x".into(), ..GroupingConfig::default() }.validate().is_err());
+    }
+
+    /// An intersection is a product of groups with the pair of references; its persisted code
+    /// does not depend on the order of the configured pairs; bad pairs are refused.
+    #[test]
+    fn intersections() {
+        let pair = |first: &str, second: &str| [first.to_owned(), second.to_owned()];
+        let config = GroupingConfig {
+            intersections: vec![pair("sex", "age_band"), pair("age_band", "foreign_worker")],
+            ..GroupingConfig::default()
+        };
+        assert!(config.validate().is_ok());
+        assert_eq!(config.attributes()[3..], ["sex:age_band".to_owned(), "age_band:foreign_worker".to_owned()]);
+        assert_eq!(config.groups("sex:age_band"), ["female:<=25", "female:>25", "male:<=25", "male:>25"]);
+        assert_eq!(config.reference("sex:age_band"), "male:>25");
+        let young_woman = protected(Some("female : single"), Some(23), None);
+        assert_eq!(config.classify(&young_woman)[3..], ["female:<=25".to_owned(), UNKNOWN.to_owned()]);
+        let swapped = GroupingConfig {
+            intersections: vec![pair("age_band", "foreign_worker"), pair("sex", "age_band")],
+            ..GroupingConfig::default()
+        };
+        assert_eq!(config.code(3), swapped.code(4));
+        assert_eq!(swapped.position(config.code(3)), Some(4));
+        assert_eq!(GroupingConfig::default().position(config.code(3)), None, "no longer monitored");
+        for bad in [vec![pair("sex", "sex")], vec![pair("sex", "income")], vec![pair("sex", "age_band"); 2]] {
+            assert!(GroupingConfig { intersections: bad, ..GroupingConfig::default() }.validate().is_err());
+        }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::Monitoring;
-use crate::domain::{outcome_code, AuditRow, BucketCounts, DriftCount, FairnessCount};
+use crate::domain::{outcome_code, outcome_of, AuditRow, BucketCounts, DriftCount, FairnessCount};
 
 impl Monitoring {
     /// The counts `rows` add (pure).
@@ -19,8 +19,9 @@ impl Monitoring {
             let bucket_ms = event_millis.div_euclid(width) * width;
             let partition = row.source_partition;
             let outcome = outcome_code(row.outcome) as usize;
-            for (attribute, group) in self.fairness.grouping().classify(&row.protected).into_iter().enumerate() {
-                fairness.entry((partition, bucket_ms, attribute as i16, group)).or_default()[outcome] += 1;
+            let grouping = self.fairness.grouping();
+            for (position, group) in grouping.classify(&row.protected).into_iter().enumerate() {
+                fairness.entry((partition, bucket_ms, grouping.code(position), group)).or_default()[outcome] += 1;
             }
             let model = row.policy.model_sha256.as_str();
             for (series, bin, bins) in self.drift.bins(model, &row.inputs, row.probability_of_default) {
@@ -57,16 +58,32 @@ impl Monitoring {
         }
     }
 
-    /// Counts one new, durable decision in the windows and the fleet-wide counters.
-    pub fn record_row(&self, row: &AuditRow) {
-        self.record(
-            row.source_partition,
-            row.event_time.timestamp_millis(),
-            &row.protected,
-            row.outcome,
-            &row.policy.model_sha256,
-            &row.inputs,
-            row.probability_of_default,
-        );
+    /// Counts a batch's new, durable decisions in the windows and the fleet-wide counters, from
+    /// the counts its audit transaction persisted (so live windows and rebuilt ones agree).
+    pub fn record_counts(&self, counts: &BucketCounts) {
+        for (_, watermark) in &counts.watermarks {
+            self.fairness.restore_watermark(*watermark);
+            self.drift.restore_watermark(*watermark);
+        }
+        let grouping = self.fairness.grouping();
+        let attributes = grouping.attributes();
+        for count in &counts.fairness {
+            let Some(position) = grouping.position(count.attribute) else { continue };
+            let tally = count.counts.map(|value| value.max(0) as u64);
+            self.fairness.add(count.partition, position, &count.group, count.bucket_ms, tally);
+            let attribute = attributes[position].as_str();
+            for (code, value) in tally.into_iter().enumerate().filter(|(_, value)| *value > 0) {
+                if let Some(outcome) = outcome_of(code as i16) {
+                    self.metrics
+                        .fairness_decisions
+                        .with_label_values(&[attribute, &count.group, outcome.as_str()])
+                        .inc_by(value);
+                }
+            }
+        }
+        for count in &counts.drift {
+            let bins: Vec<u64> = count.counts.iter().map(|value| (*value).max(0) as u64).collect();
+            self.drift.add(count.partition, &count.model_sha256, count.series as usize, count.bucket_ms, &bins);
+        }
     }
 }

@@ -16,8 +16,13 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
+use super::outcomes::{score_bin, AUC_BINS};
 use super::window::{Counts, RollingWindow};
 use crate::model::{Histogram, ModelCard};
+
+/// The series of fine score bins ([`AUC_BINS`] over `[0, 1]`) counted beside the drift series,
+/// for the label-free performance estimate (persisted and rebuilt like them; PSI ignores it).
+pub const SCORE_SERIES: usize = 1000;
 
 /// Pseudo-count added to every bin.
 pub const PSI_PSEUDO_COUNT: f64 = 0.5;
@@ -169,6 +174,7 @@ impl DriftMonitor {
     }
 
     /// Counts one row scored by `model_sha256` (`features` in its card order).
+    #[cfg(test)]
     pub fn record(&self, partition: i32, event_millis: i64, model_sha256: &str, features: &[f64], score: f64) {
         let Some((key, baseline)) = self.loaded(model_sha256) else { return };
         let values = features.iter().copied().chain(std::iter::once(score));
@@ -188,7 +194,30 @@ impl DriftMonitor {
             .zip(values)
             .enumerate()
             .map(|(series, (histogram, value))| (series, histogram.bin_of(value), histogram.counts.len()))
+            .chain(std::iter::once((SCORE_SERIES, score_bin(score), AUC_BINS)))
             .collect()
+    }
+
+    /// Decisions of the reported model per fine score bin over the window.
+    pub fn score_histogram(&self) -> Vec<u64> {
+        let active = self.read().active;
+        let mut counts = vec![0; AUC_BINS];
+        for ((model, _, series, bin), window) in self.window.window() {
+            if let Some(count) = counts.get_mut(bin).filter(|_| model == active && series == SCORE_SERIES) {
+                *count += window.total;
+            }
+        }
+        counts
+    }
+
+    /// Counts `bins` (counts per bin) of `partition`'s `series` under `model_sha256` at
+    /// `event_millis`, in the window and all-time.
+    pub fn add(&self, partition: i32, model_sha256: &str, series: usize, event_millis: i64, bins: &[u64]) {
+        let known = self.read().key(model_sha256);
+        let key = known.unwrap_or_else(|| self.write().key_or_insert(model_sha256));
+        for (bin, count) in bins.iter().enumerate().filter(|(_, count)| **count > 0) {
+            self.window.add((key, partition, series, bin), event_millis, Counts { total: *count, hits: 0 });
+        }
     }
 
     /// Restores one persisted bucket of `partition`'s `series` under `model_sha256` (counts per bin).

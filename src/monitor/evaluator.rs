@@ -32,6 +32,14 @@ impl Monitoring {
         let fairness = self.fairness.snapshot();
         let drift = self.drift.snapshot();
         self.export_outcomes(&self.outcomes.snapshot(), &fairness);
+        let expected = self.expected();
+        self.metrics.expected_default_rate.set(expected.expected_default_rate.unwrap_or(f64::NAN));
+        let auc = expected.expected_auc;
+        for (label, value) in
+            [("point", auc.map(|e| e.value)), ("lower", auc.map(|e| e.lower)), ("upper", auc.map(|e| e.upper))]
+        {
+            self.metrics.expected_auc.with_label_values(&[label]).set(value.unwrap_or(f64::NAN));
+        }
         let mut observations = Vec::new();
         let mut details = HashMap::new();
         self.fairness_observations(&fairness, &mut observations, &mut details);
@@ -130,6 +138,16 @@ impl Monitoring {
     fn export_outcomes(&self, outcomes: &OutcomeSnapshot, fairness: &FairnessSnapshot) {
         let metrics = &self.metrics;
         metrics.model_auc.with_label_values(&["all", "all"]).set(outcomes.auc.unwrap_or(f64::NAN));
+        metrics.outcomes_labelled.set(outcomes.labelled as i64);
+        let calibration = &outcomes.calibration;
+        metrics.calibration_error.set(calibration.expected_calibration_error.unwrap_or(f64::NAN));
+        for decile in &calibration.deciles {
+            let label = decile.decile.to_string();
+            for (kind, rate) in [("expected", decile.expected_default_rate), ("observed", decile.observed_default_rate)]
+            {
+                metrics.calibration_default_rate.with_label_values(&[&label, kind]).set(rate.unwrap_or(f64::NAN));
+            }
+        }
         for attribute in &outcomes.attributes {
             for group in &attribute.groups {
                 let labels = [attribute.attribute.as_str(), group.group.as_str()];

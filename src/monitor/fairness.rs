@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::stats::{disparate_impact, parity_difference, wilson, Estimate};
 use super::window::{Counts, RollingWindow};
-use crate::domain::{GroupingConfig, ProtectedAttributes, ATTRIBUTES, UNKNOWN};
+use crate::domain::{GroupingConfig, UNKNOWN};
 
 /// (source partition, attribute index, group): partition in the key lets a revoked
 /// partition's contribution be dropped, so replicas' gauges add up.
@@ -66,19 +66,26 @@ impl FairnessMonitor {
         Self { grouping, min_group_size, window: RollingWindow::new(bucket_millis, bucket_count) }
     }
 
-    /// Counts one decision; returns its group per attribute (in [`ATTRIBUTES`] order).
+    /// Counts one decision.
+    #[cfg(test)]
     pub fn record(
         &self,
         partition: i32,
         event_millis: i64,
-        protected: &ProtectedAttributes,
+        protected: &crate::domain::ProtectedAttributes,
         approved: bool,
-    ) -> [String; 3] {
-        let groups = self.grouping.classify(protected);
-        for (attribute, group) in groups.iter().enumerate() {
-            self.window.add((partition, attribute, group.clone()), event_millis, Counts::one(approved));
+    ) {
+        let counts = if approved { [1, 0, 0] } else { [0, 0, 1] };
+        for (attribute, group) in self.grouping.classify(protected).iter().enumerate() {
+            self.add(partition, attribute, group, event_millis, counts);
         }
-        groups
+    }
+
+    /// Counts `counts` (`[approve, review, decline]`) of `partition`'s `attribute`/`group` at
+    /// `event_millis`, in the window and all-time.
+    pub fn add(&self, partition: i32, attribute: usize, group: &str, event_millis: i64, counts: [u64; 3]) {
+        let counts = Counts { total: counts.iter().sum(), hits: counts[0] };
+        self.window.add((partition, attribute, group.to_owned()), event_millis, counts);
     }
 
     /// Restores one persisted bucket of `partition`'s `attribute`/`group` (`[approve, review, decline]`).
@@ -131,55 +138,67 @@ impl FairnessMonitor {
             entry.total += counts.total;
             entry.hits += counts.hits;
         }
-        ATTRIBUTES
-            .iter()
-            .enumerate()
-            .map(|(index, attribute)| {
-                let reference = self.grouping.reference(attribute).to_owned();
-                let count = |group: &str| by_group.get(&(index, group.to_owned())).copied().unwrap_or_default();
-                let reference_counts = count(&reference);
-                let mut names = self.grouping.groups(attribute);
-                if by_group.contains_key(&(index, UNKNOWN.to_owned())) {
-                    names.push(UNKNOWN.to_owned());
-                }
-                let groups = names
-                    .into_iter()
-                    .map(|group| self.compare(&group, &reference, count(&group), reference_counts))
-                    .collect();
-                AttributeReport { attribute: (*attribute).to_owned(), reference_group: reference, groups }
-            })
-            .collect()
+        attribute_reports(&self.grouping, self.min_group_size, &by_group)
     }
+}
 
-    fn compare(&self, group: &str, reference: &str, counts: Counts, reference_counts: Counts) -> GroupReport {
-        let mut report = GroupReport {
-            group: group.to_owned(),
-            decisions: counts.total,
-            approvals: counts.hits,
-            approval_rate: wilson(counts.hits, counts.total),
-            status: ComparisonStatus::Reference,
-            disparate_impact: None,
-            parity_difference: None,
-        };
-        if group == reference {
-            return report;
-        }
-        if counts.total < self.min_group_size || reference_counts.total < self.min_group_size {
-            report.status = ComparisonStatus::InsufficientData;
-            return report;
-        }
-        let pair = ((counts.hits, counts.total), (reference_counts.hits, reference_counts.total));
-        report.disparate_impact = disparate_impact(pair.0, pair.1);
-        report.parity_difference = parity_difference(pair.0, pair.1);
-        report.status =
-            if report.disparate_impact.is_some() { ComparisonStatus::Ok } else { ComparisonStatus::InsufficientData };
-        report
+/// Every attribute's groups compared with its reference group, from decisions (`total`) and
+/// approvals (`hits`) per (attribute index, group) (pure; the monitors and the report share it).
+pub fn attribute_reports(
+    grouping: &GroupingConfig,
+    min_group_size: u64,
+    by_group: &HashMap<(usize, String), Counts>,
+) -> Vec<AttributeReport> {
+    grouping
+        .attributes()
+        .into_iter()
+        .enumerate()
+        .map(|(index, attribute)| {
+            let reference = grouping.reference(&attribute);
+            let count = |group: &str| by_group.get(&(index, group.to_owned())).copied().unwrap_or_default();
+            let reference_counts = count(&reference);
+            let mut names = grouping.groups(&attribute);
+            if by_group.contains_key(&(index, UNKNOWN.to_owned())) {
+                names.push(UNKNOWN.to_owned());
+            }
+            let groups = names
+                .into_iter()
+                .map(|group| compare(min_group_size, &group, &reference, count(&group), reference_counts))
+                .collect();
+            AttributeReport { attribute, reference_group: reference, groups }
+        })
+        .collect()
+}
+
+fn compare(min_group_size: u64, group: &str, reference: &str, counts: Counts, reference_counts: Counts) -> GroupReport {
+    let mut report = GroupReport {
+        group: group.to_owned(),
+        decisions: counts.total,
+        approvals: counts.hits,
+        approval_rate: wilson(counts.hits, counts.total),
+        status: ComparisonStatus::Reference,
+        disparate_impact: None,
+        parity_difference: None,
+    };
+    if group == reference {
+        return report;
     }
+    if counts.total < min_group_size || reference_counts.total < min_group_size {
+        report.status = ComparisonStatus::InsufficientData;
+        return report;
+    }
+    let pair = ((counts.hits, counts.total), (reference_counts.hits, reference_counts.total));
+    report.disparate_impact = disparate_impact(pair.0, pair.1);
+    report.parity_difference = parity_difference(pair.0, pair.1);
+    report.status =
+        if report.disparate_impact.is_some() { ComparisonStatus::Ok } else { ComparisonStatus::InsufficientData };
+    report
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ProtectedAttributes;
 
     fn person(sex: &str, age: i32) -> ProtectedAttributes {
         ProtectedAttributes {

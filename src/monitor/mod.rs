@@ -5,8 +5,10 @@
 //! snapshots into gauges and alert events, and the `rebuild`, which reads the audit table.
 
 mod alerts;
+mod calibration;
 mod counts;
 mod drift;
+mod estimate;
 mod evaluator;
 mod fairness;
 mod outcomes;
@@ -20,7 +22,6 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use crate::config::WorkerConfig;
-use crate::domain::{DecisionOutcome, ProtectedAttributes, ATTRIBUTES};
 use crate::error::{Retriable, Retry};
 use crate::model::ModelCard;
 use crate::telemetry::Metrics;
@@ -28,10 +29,15 @@ use alerts::AlertTracker;
 use drift::DriftMonitor;
 use fairness::FairnessMonitor;
 
+pub use drift::{critical_psi, psi, SeriesDrift, SCORE_SERIES};
+pub use estimate::{expected_performance, ExpectedPerformance};
+pub use fairness::{attribute_reports, AttributeReport, ComparisonStatus, GroupReport};
+pub use outcomes::OutcomeSnapshot;
 pub(crate) use outcomes::{LabelledDecision, OutcomeMonitor};
 pub use rebuild::AuditReader;
 pub(crate) use shadow::{Comparison, ShadowComparison};
-pub use stats::roc_auc;
+pub use stats::{roc_auc, Estimate};
+pub use window::Counts;
 
 /// Why the monitors could not be rebuilt.
 #[derive(Debug, thiserror::Error)]
@@ -110,24 +116,6 @@ impl Monitoring {
         }
     }
 
-    /// Counts one durable decision in the windows and the fleet-wide counters.
-    pub fn record(
-        &self,
-        partition: i32,
-        event_millis: i64,
-        protected: &ProtectedAttributes,
-        outcome: DecisionOutcome,
-        model_sha256: &str,
-        features: &[f64],
-        probability_of_default: f64,
-    ) {
-        let groups = self.fairness.record(partition, event_millis, protected, outcome == DecisionOutcome::Approve);
-        for (attribute, group) in ATTRIBUTES.iter().zip(&groups) {
-            self.metrics.fairness_decisions.with_label_values(&[attribute, group.as_str(), outcome.as_str()]).inc();
-        }
-        self.drift.record(partition, event_millis, model_sha256, features, probability_of_default);
-    }
-
     /// Reports `card`'s model from now on: its version, drift against its training histograms
     /// over the window of its own decisions, and outcomes joined to its decisions only. Called
     /// with the model of every batch; on a change the earlier model's drift gauges are cleared.
@@ -155,6 +143,11 @@ impl Monitoring {
         self.drift.forget_partitions(partitions);
     }
 
+    /// The label-free estimate over the reported model's decisions in the window.
+    pub fn expected(&self) -> ExpectedPerformance {
+        expected_performance(&self.drift.score_histogram())
+    }
+
     /// JSON for `/fairness`: windows, metrics, intervals and alert states.
     pub fn report(&self) -> Value {
         let statuses = self.tracker.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).statuses();
@@ -163,6 +156,7 @@ impl Monitoring {
             "fairness": self.fairness.snapshot(),
             "drift": self.drift.snapshot(),
             "outcomes": self.outcomes.snapshot(),
+            "expected": self.expected(),
             "alerts": statuses,
         })
     }

@@ -8,9 +8,10 @@
 
 use serde::Serialize;
 
+use super::calibration::{calibration, Calibration};
 use super::stats::{parity_difference, wilson, Estimate};
 use super::window::{Counts, RollingWindow};
-use crate::domain::{GroupingConfig, ProtectedAttributes, ATTRIBUTES, UNKNOWN};
+use crate::domain::{GroupingConfig, ProtectedAttributes, UNKNOWN};
 
 /// Score bins for the rolling AUC (ties within a bin count one half).
 pub const AUC_BINS: usize = 200;
@@ -32,7 +33,7 @@ pub fn auc_from_histograms(positives: &[u64], negatives: &[u64]) -> Option<f64> 
     Some(concordant / (total_positive as f64 * total_negative as f64))
 }
 
-fn score_bin(probability: f64) -> usize {
+pub(super) fn score_bin(probability: f64) -> usize {
     ((probability.clamp(0.0, 1.0) * AUC_BINS as f64) as usize).min(AUC_BINS - 1)
 }
 
@@ -88,6 +89,8 @@ pub struct OutcomeSnapshot {
     pub window_seconds: i64,
     pub labelled: u64,
     pub auc: Option<f64>,
+    /// Expected against observed default rate by score decile, everyone.
+    pub calibration: Calibration,
     pub attributes: Vec<OutcomeAttribute>,
 }
 
@@ -151,13 +154,15 @@ impl OutcomeMonitor {
             entry.hits += counts.hits;
         }
         let all = (ALL, String::new());
-        let attributes = ATTRIBUTES
-            .iter()
+        let attributes = self
+            .grouping
+            .attributes()
+            .into_iter()
             .enumerate()
             .map(|(index, attribute)| {
-                let reference = self.grouping.reference(attribute).to_owned();
+                let reference = self.grouping.reference(&attribute);
                 let reference_counts = good.get(&(index, reference.clone())).copied().unwrap_or_default();
-                let mut names = self.grouping.groups(attribute);
+                let mut names = self.grouping.groups(&attribute);
                 if histograms.contains_key(&(index, UNKNOWN.to_owned())) {
                     names.push(UNKNOWN.to_owned());
                 }
@@ -187,13 +192,17 @@ impl OutcomeMonitor {
                         }
                     })
                     .collect();
-                OutcomeAttribute { attribute: (*attribute).to_owned(), reference_group: reference, groups }
+                OutcomeAttribute { attribute, reference_group: reference, groups }
             })
             .collect();
         OutcomeSnapshot {
             window_seconds: self.scores.span_millis() / 1000,
             labelled: labelled_of(&all),
             auc: auc_of(&all),
+            calibration: match histograms.get(&all) {
+                Some([repaid, defaulted]) => calibration(defaulted, repaid),
+                None => calibration(&[], &[]),
+            },
             attributes,
         }
     }

@@ -50,7 +50,8 @@ impl Monitoring {
             .fetch_all(&mut *transaction)
             .await?;
             for (bucket_ms, attribute, group, counts) in fairness {
-                self.fairness.restore_bucket(partition, attribute as usize, &group, bucket_ms, three(&counts));
+                let Some(position) = self.fairness.grouping().position(attribute) else { continue };
+                self.fairness.restore_bucket(partition, position, &group, bucket_ms, three(&counts));
                 buckets += 1;
             }
             let totals: Vec<(i16, String, Vec<i64>)> =
@@ -59,7 +60,8 @@ impl Monitoring {
                     .fetch_all(&mut *transaction)
                     .await?;
             for (attribute, group, counts) in totals {
-                self.fairness.restore_total(partition, attribute as usize, &group, three(&counts));
+                let Some(position) = self.fairness.grouping().position(attribute) else { continue };
+                self.fairness.restore_total(partition, position, &group, three(&counts));
             }
             // Counts written before they carried their model ('') belong to no model's window.
             let drift: Vec<(i64, i16, String, Vec<i64>)> = sqlx::query_as(

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::domain::{DecisionOutcome, GroupingConfig, ProtectedAttributes, ATTRIBUTES};
+use crate::domain::{DecisionOutcome, GroupingConfig, ProtectedAttributes};
 use crate::telemetry::Metrics;
 
 /// One event scored by both models.
@@ -65,6 +65,7 @@ impl ShadowComparison {
             *state = State { challenger_sha256: challenger_sha256.to_owned(), ..State::default() };
             self.metrics.shadow_approval_rate_difference.reset();
         }
+        let attributes = self.grouping.attributes();
         for comparison in comparisons {
             let agree = comparison.champion == comparison.challenger;
             state.events += 1;
@@ -74,8 +75,8 @@ impl ShadowComparison {
             let difference = (comparison.challenger_probability - comparison.champion_probability).abs();
             self.metrics.shadow_score_difference.observe(difference);
             let groups = self.grouping.classify(comparison.protected);
-            for (attribute, group) in ATTRIBUTES.iter().zip(groups) {
-                let counts = state.groups.entry(((*attribute).to_owned(), group)).or_default();
+            for (attribute, group) in attributes.iter().zip(groups) {
+                let counts = state.groups.entry((attribute.clone(), group)).or_default();
                 counts.events += 1;
                 counts.champion_approved += u64::from(comparison.champion == DecisionOutcome::Approve);
                 counts.challenger_approved += u64::from(comparison.challenger == DecisionOutcome::Approve);
@@ -117,6 +118,7 @@ mod tests {
             sex_reference: "male".into(),
             age_band_reference: ">25".into(),
             foreign_worker_reference: "no".into(),
+            intersections: Vec::new(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Operations on the audit table outside the hot path: `audit verify` (hash chains and
-//! bit-exact re-scoring, [`verify`]) and `audit purge` (retention, [`retention`]).
+//! bit-exact re-scoring, [`verify`]), `audit purge` (retention, [`retention`]) and `report`
+//! (the model-risk report of a period, [`model_risk`]).
 
 mod legacy;
+pub mod model_risk;
 mod report;
 pub mod retention;
 pub mod verify;

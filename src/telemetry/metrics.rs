@@ -40,6 +40,11 @@ pub struct Metrics {
     pub equal_opportunity_difference: GaugeVec,
     pub model_auc: GaugeVec,
     pub label_coverage: prometheus::Gauge,
+    pub outcomes_labelled: IntGauge,
+    pub calibration_error: prometheus::Gauge,
+    pub calibration_default_rate: GaugeVec,
+    pub expected_auc: GaugeVec,
+    pub expected_default_rate: prometheus::Gauge,
     pub declines_without_reasons: IntCounter,
     pub adverse_reasons: IntCounterVec,
     pub model_changes: IntCounterVec,
@@ -210,6 +215,31 @@ impl Metrics {
                 "Matched outcomes in the outcome window / decisions in the fairness window (label maturity).",
             )
             .expect("metric"),
+            outcomes_labelled: IntGauge::new(
+                "credit_worker_outcomes_labelled",
+                "Labelled decisions (matched outcomes) in the outcome window: the evidence behind AUC and calibration.",
+            )
+            .expect("metric"),
+            calibration_error: prometheus::Gauge::new(
+                "credit_worker_calibration_error",
+                "Expected calibration error over score deciles on matured labels: sum of |observed - expected default rate| weighted by labels.",
+            )
+            .expect("metric"),
+            calibration_default_rate: gauge_vec(
+                "credit_worker_calibration_default_rate",
+                "Default rate per score decile on matured labels: expected (mean predicted) and observed.",
+                &["decile", "kind"],
+            ),
+            expected_auc: gauge_vec(
+                "credit_worker_expected_auc",
+                "Label-free AUC estimate from the window's calibrated scores (before labels mature), with the 95% interval labels would realise.",
+                &["estimate"],
+            ),
+            expected_default_rate: prometheus::Gauge::new(
+                "credit_worker_expected_default_rate",
+                "Label-free default-rate estimate: mean probability of default of the window's decisions.",
+            )
+            .expect("metric"),
             declines_without_reasons: IntCounter::new(
                 "credit_worker_declines_without_reasons_total",
                 "Declines published without an adverse-action reason (must stay 0: Regulation B).",
@@ -289,6 +319,11 @@ impl Metrics {
             Box::new(metrics.equal_opportunity_difference.clone()),
             Box::new(metrics.model_auc.clone()),
             Box::new(metrics.label_coverage.clone()),
+            Box::new(metrics.outcomes_labelled.clone()),
+            Box::new(metrics.calibration_error.clone()),
+            Box::new(metrics.calibration_default_rate.clone()),
+            Box::new(metrics.expected_auc.clone()),
+            Box::new(metrics.expected_default_rate.clone()),
             Box::new(metrics.declines_without_reasons.clone()),
             Box::new(metrics.adverse_reasons.clone()),
             Box::new(metrics.model_changes.clone()),

@@ -19,6 +19,8 @@ pub struct BatchWrite {
     /// The stored decision of every application asked about or found already decided (by an
     /// earlier batch, another replica, or an earlier row of this batch), by application id.
     pub stored: HashMap<String, AuditRow>,
+    /// The monitors' counts of the inserted rows, as persisted.
+    pub counts: BucketCounts,
 }
 
 /// How far a batch takes its source partitions: (topic, partition, next offset) lists.
@@ -135,6 +137,7 @@ impl AuditStore {
         for (id, policy) in &policy_ids {
             self.policies.remember(*id, policy);
         }
+        write.counts = counts;
         Ok(write)
     }
 }
