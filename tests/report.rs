@@ -60,8 +60,8 @@ async fn wait_metric(worker: &WorkerProcess, name: &str, labels: &[(&str, &str)]
 }
 
 /// A biased replay and its outcomes, then the report of the worker's fairness window: its
-/// period figures equal `/fairness` for that window; it names the model that decided, the
-/// disparate-impact alert that fired, the label coverage. Its page, in headless Chromium with
+/// period figures equal `/fairness` for that window, intersectional groups included; it names
+/// the model that decided, the disparate-impact alert that fired, the label coverage. Its page, in headless Chromium with
 /// the network cut, logs nothing to the console, renders a screenshot, and every figure it
 /// shows equals `report.json`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,6 +132,11 @@ async fn the_report_equals_fairness_and_renders_in_chromium() {
         report["fairness"].as_array().unwrap().iter().find(|attribute| attribute["attribute"] == "age_band").unwrap();
     let young = age["groups"].as_array().unwrap().iter().find(|group| group["group"] == "<=25").unwrap();
     assert!(young["disparate_impact"]["upper"].as_f64().unwrap() < 0.8, "the injected bias shows: {young}");
+    let pair = report["fairness"].as_array().unwrap().iter().find(|attribute| attribute["attribute"] == "sex:age_band");
+    let pair = pair.expect("the sex:age_band intersection is in the report");
+    assert_eq!(pair["reference_group"], "male:>25");
+    let young_women = pair["groups"].as_array().unwrap().iter().find(|group| group["group"] == "female:<=25").unwrap();
+    assert!(young_women["disparate_impact"]["value"].as_f64().unwrap() < 0.8, "{young_women}");
 
     let page = out.join("report.html");
     let html = std::fs::read_to_string(&page).unwrap();

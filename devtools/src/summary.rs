@@ -218,7 +218,7 @@ fn render_fairness(out: &mut String, report: &serde_json::Value) {
     );
     let _ = writeln!(
         out,
-        "  {:<15} {:<8} {:>9} {:>15} {:>26} {:>28}",
+        "  {:<15} {:<12} {:>9} {:>15} {:>26} {:>28}",
         "attribute", "group", "decisions", "approval rate", "disparate impact", "parity difference"
     );
     let interval =
@@ -239,7 +239,7 @@ fn render_fairness(out: &mut String, report: &serde_json::Value) {
             };
             let _ = writeln!(
                 out,
-                "  {:<15} {:<8} {:>9} {rate:>15} {impact:>26} {parity:>28}",
+                "  {:<15} {:<12} {:>9} {rate:>15} {impact:>26} {parity:>28}",
                 attribute["attribute"].as_str().unwrap_or_default(),
                 group["group"].as_str().unwrap_or_default(),
                 group["decisions"].as_u64().unwrap_or(0),
@@ -296,7 +296,7 @@ fn render_outcomes(out: &mut String, outcomes: &serde_json::Value) {
                 };
             let _ = writeln!(
                 out,
-                "  {:<15} {:<8} {rate:>7} {difference:>28}",
+                "  {:<15} {:<12} {rate:>7} {difference:>28}",
                 attribute["attribute"].as_str().unwrap_or_default(),
                 group["group"].as_str().unwrap_or_default()
             );
