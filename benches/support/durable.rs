@@ -12,15 +12,21 @@ use crate::common::WorkerProcess;
 const HISTOGRAM: &str = "credit_worker_event_to_decision_seconds_bucket";
 
 /// A scrape once the histogram holds `events` observations (a batch is observed after it is
-/// announced, a little after its audit rows are counted).
+/// announced, a little after its audit rows are counted); panics, with the worker's log, if
+/// that takes over 60 s (a latency read from a partial histogram would be wrong).
 pub async fn observed(worker: &WorkerProcess, events: f64) -> Exposition {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let metrics = worker.metrics().await;
         let count = metrics.value("credit_worker_event_to_decision_seconds_count", &[]).unwrap_or(0.0);
-        if count >= events || Instant::now() > deadline {
+        if count >= events {
             return metrics;
         }
+        assert!(
+            Instant::now() < deadline,
+            "only {count} of {events} events reached a durable decision in 60 s; log: {}",
+            worker.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
