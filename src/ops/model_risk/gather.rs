@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use sqlx::{FromRow, PgPool, Row};
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, FromRow, PgPool, Row};
 
 use super::figures::{self, FairnessBucket, ModelDrift, ModelUsage, OutcomeFigures, ReasonTally};
 use super::{ReportError, ReportSettings};
@@ -19,6 +20,21 @@ pub(super) struct Bounds {
     pub to_ms: i64,
     pub processed_from: DateTime<Utc>,
     pub processed_to: DateTime<Utc>,
+}
+
+/// The decisions of the period: its processing-time range (partition pruning), its event times.
+const IN_PERIOD: &str = "d.processed_at >= $1 AND d.processed_at < $2 AND d.event_time >= $3 AND d.event_time < $4";
+
+impl Bounds {
+    /// The values of [`IN_PERIOD`]'s `$1`–`$4`.
+    fn arguments(&self) -> Result<PgArguments, ReportError> {
+        let mut arguments = PgArguments::default();
+        let (from, to) = (figures::millis_to_time(self.from_ms), figures::millis_to_time(self.to_ms));
+        for value in [self.processed_from, self.processed_to, from, to] {
+            arguments.add(value).map_err(sqlx::Error::Encode)?;
+        }
+        Ok(arguments)
+    }
 }
 
 /// Fairness counts of the buckets in `[from_ms, to_ms)`, summed over source partitions.
@@ -87,19 +103,12 @@ pub(super) async fn drift(
 /// The model versions that decided in the period.
 pub(super) async fn models(pool: &PgPool, bounds: &Bounds) -> Result<Vec<ModelUsage>, ReportError> {
     type Usage = (String, String, i64, DateTime<Utc>, DateTime<Utc>);
-    let rows: Vec<Usage> = sqlx::query_as(
+    let sql = format!(
         "SELECT p.model_version, p.model_sha256, count(*), min(d.event_time), max(d.event_time) \
          FROM decisions d JOIN decision_policies p ON p.policy_id = d.policy_id \
-         WHERE d.processed_at >= $1 AND d.processed_at < $2 \
-           AND d.event_time >= to_timestamp($3 / 1000.0) AND d.event_time < to_timestamp($4 / 1000.0) \
-         GROUP BY 1, 2 ORDER BY 4",
-    )
-    .bind(bounds.processed_from)
-    .bind(bounds.processed_to)
-    .bind(bounds.from_ms as f64)
-    .bind(bounds.to_ms as f64)
-    .fetch_all(pool)
-    .await?;
+         WHERE {IN_PERIOD} GROUP BY 1, 2 ORDER BY 4"
+    );
+    let rows: Vec<Usage> = sqlx::query_as_with(&sql, bounds.arguments()?).fetch_all(pool).await?;
     Ok(rows
         .into_iter()
         .map(|(version, sha256, decisions, first_event, last_event)| ModelUsage {
@@ -124,18 +133,12 @@ pub(super) async fn reasons(
             .await?
             .into_iter()
             .collect();
-    let mut rows = sqlx::query(
+    let sql = format!(
         "SELECT d.policy_id, d.reasons, d.application_id, d.sex_status, d.age_in_years, d.foreign_worker, \
                 d.protected_sealed \
-         FROM decisions d \
-         WHERE d.processed_at >= $1 AND d.processed_at < $2 \
-           AND d.event_time >= to_timestamp($3 / 1000.0) AND d.event_time < to_timestamp($4 / 1000.0)",
-    )
-    .bind(bounds.processed_from)
-    .bind(bounds.processed_to)
-    .bind(bounds.from_ms as f64)
-    .bind(bounds.to_ms as f64)
-    .fetch(pool);
+         FROM decisions d WHERE {IN_PERIOD}"
+    );
+    let mut rows = sqlx::query_with(&sql, bounds.arguments()?).fetch(pool);
     let mut tally = ReasonTally::default();
     while let Some(row) = rows.try_next().await? {
         let policy: i16 = row.get(0);
@@ -160,27 +163,24 @@ pub(super) async fn outcomes(
 ) -> Result<OutcomeFigures, ReportError> {
     let span = (bounds.to_ms - bounds.from_ms).max(1);
     let monitor = OutcomeMonitor::new(settings.grouping.clone(), settings.min_group_size, span, 1);
-    let mut rows = sqlx::query(
+    let sql = format!(
         "SELECT o.defaulted, d.outcome = 0, d.probability_of_default, d.application_id, d.sex_status, \
                 d.age_in_years, d.foreign_worker, d.protected_sealed \
          FROM decisions d \
          JOIN decided_applications a ON a.source_id = d.source_id AND a.chain_seq = d.chain_seq \
          JOIN loan_outcomes o ON application_key(o.application_id) = a.application_key \
-         WHERE d.processed_at >= $1 AND d.processed_at < $2 \
-           AND d.event_time >= to_timestamp($3 / 1000.0) AND d.event_time < to_timestamp($4 / 1000.0)",
-    )
-    .bind(bounds.processed_from)
-    .bind(bounds.processed_to)
-    .bind(bounds.from_ms as f64)
-    .bind(bounds.to_ms as f64)
-    .fetch(pool);
-    let mut labelled = 0;
+         WHERE {IN_PERIOD}"
+    );
+    let mut rows = sqlx::query_with(&sql, bounds.arguments()?).fetch(pool);
+    let (mut labelled, mut defaults) = (0_u64, 0_u64);
     while let Some(row) = rows.try_next().await? {
         let (_, protected) = StoredProtected::from_row(&row)?.open(settings.keys)?;
+        let defaulted: bool = row.get(0);
+        defaults += u64::from(defaulted);
         monitor.record(&LabelledDecision {
             partition: 0,
             observed_millis: bounds.from_ms,
-            defaulted: row.get(0),
+            defaulted,
             approved: row.get(1),
             probability_of_default: row.get(2),
             protected,
@@ -189,16 +189,10 @@ pub(super) async fn outcomes(
     }
     let mut figures = monitor.snapshot();
     figures.window_seconds = span / 1000;
-    let defaults: f64 = figures
-        .calibration
-        .deciles
-        .iter()
-        .filter_map(|decile| Some(decile.observed_default_rate? * decile.labelled as f64))
-        .sum();
     Ok(OutcomeFigures {
         labelled,
         label_coverage: labelled as f64 / decisions.max(1) as f64,
-        default_rate: (labelled > 0).then(|| defaults / labelled as f64),
+        default_rate: (labelled > 0).then(|| defaults as f64 / labelled as f64),
         figures,
     })
 }

@@ -158,9 +158,7 @@ fn drift(page: &mut String, report: &ModelRiskReport) {
         );
         for (index, series) in model.series.iter().enumerate() {
             let at = format!("/drift/{model_index}/series/{index}");
-            let psi = series
-                .psi
-                .map_or_else(|| "<td class=\"muted\">—</td>".to_owned(), |psi| number(&format!("{at}/psi"), psi));
+            let psi = optional(&format!("{at}/psi"), series.psi);
             let _ = write!(
                 page,
                 "<tr{}><td>{}</td>{}{psi}<td>{:.4}</td><td>{}</td></tr>",
@@ -210,10 +208,7 @@ fn reasons(page: &mut String, report: &ModelRiskReport) {
 
 fn outcomes(page: &mut String, report: &ModelRiskReport) {
     let outcomes = &report.outcomes;
-    let auc = outcomes
-        .figures
-        .auc
-        .map_or_else(|| "<td class=\"muted\">—</td>".to_owned(), |auc| number("/outcomes/figures/auc", auc));
+    let auc = optional("/outcomes/figures/auc", outcomes.figures.auc);
     let _ = write!(
         page,
         "<h2>Performance where labels have matured</h2><table><tr><th>labelled decisions</th><th>label coverage</th><th>AUC</th></tr>\
@@ -221,9 +216,7 @@ fn outcomes(page: &mut String, report: &ModelRiskReport) {
         count("/outcomes/labelled", outcomes.labelled),
         number("/outcomes/label_coverage", outcomes.label_coverage),
     );
-    let rate = outcomes
-        .default_rate
-        .map_or_else(|| "<td class=\"muted\">—</td>".to_owned(), |rate| number("/outcomes/default_rate", rate));
+    let rate = optional("/outcomes/default_rate", outcomes.default_rate);
     let _ = write!(
         page,
         "<h3>Label-free estimate against the realised figures</h3><p>Expected from the calibrated scores of \
@@ -235,10 +228,7 @@ fn outcomes(page: &mut String, report: &ModelRiskReport) {
     let realised = outcomes.figures.auc.map_or_else(|| "—".to_owned(), |auc| format!("{auc:.4}"));
     for (index, model) in report.drift.iter().enumerate() {
         let at = format!("/drift/{index}/expected");
-        let expected_rate = model.expected.expected_default_rate.map_or_else(
-            || "<td class=\"muted\">—</td>".to_owned(),
-            |rate| number(&format!("{at}/expected_default_rate"), rate),
-        );
+        let expected_rate = optional(&format!("{at}/expected_default_rate"), model.expected.expected_default_rate);
         let _ = write!(
             page,
             "<tr><td>{}</td>{}{expected_rate}{}<td>{realised}</td></tr>",
@@ -258,9 +248,7 @@ fn outcomes(page: &mut String, report: &ModelRiskReport) {
         );
         for (group_index, group) in attribute.groups.iter().enumerate() {
             let at = format!("/outcomes/figures/attributes/{index}/groups/{group_index}");
-            let auc = group
-                .auc
-                .map_or_else(|| "<td class=\"muted\">—</td>".to_owned(), |auc| number(&format!("{at}/auc"), auc));
+            let auc = optional(&format!("{at}/auc"), group.auc);
             let _ = write!(
                 page,
                 "<tr><td>{}</td>{}{}{}{}{}{auc}</tr>",
@@ -308,6 +296,11 @@ fn count(pointer: &str, value: u64) -> String {
 /// A figure cell (4 decimals).
 fn number(pointer: &str, value: f64) -> String {
     format!("<td data-json=\"{}\">{value:.4}</td>", escape(pointer))
+}
+
+/// A figure cell, or a dash without a figure.
+fn optional(pointer: &str, value: Option<f64>) -> String {
+    value.map_or_else(|| "<td class=\"muted\">—</td>".to_owned(), |value| number(pointer, value))
 }
 
 /// Two cells: the estimate and its interval, or dashes.

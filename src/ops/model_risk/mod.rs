@@ -40,6 +40,8 @@ pub enum ReportError {
     NoAlertsTopic(String),
     #[error("the alert schema: {0}")]
     Alert(String),
+    #[error("encoding report.json: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("--from ({from}) must be before --to ({to})")]
     EmptyPeriod { from: DateTime<Utc>, to: DateTime<Utc> },
     #[error("writing {path}: {source}")]
@@ -156,7 +158,7 @@ pub fn write(report: &ModelRiskReport, directory: &Path) -> Result<PathBuf, Repo
     };
     std::fs::create_dir_all(directory).map_err(failed(directory))?;
     let json_path = directory.join("report.json");
-    let json = serde_json::to_string_pretty(report).map_err(|error| ReportError::Alert(error.to_string()))?;
+    let json = serde_json::to_string_pretty(report)?;
     std::fs::write(&json_path, json).map_err(failed(&json_path))?;
     let html_path = directory.join("report.html");
     std::fs::write(&html_path, render(report)).map_err(failed(&html_path))?;
