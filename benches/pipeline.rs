@@ -136,8 +136,10 @@ struct LatencyReport {
     p95_ms: f64,
     p99_ms: f64,
     max_ms: f64,
-    /// Event → decision audited and announced (the durable point), from the worker's histogram.
+    /// Event → audit commit (the durable point), from the worker's histogram.
     durable: durable::DurableLatency,
+    /// Event → decision audited and announced, from the worker's histogram.
+    announced: durable::DurableLatency,
     cpu_microseconds_per_decision: f64,
 }
 
@@ -253,13 +255,17 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     offered.count = Some(latency_events);
     offered.rate = options.rate;
     let cpu_before = process_cpu_seconds(pid);
-    let durable_before = durable::Buckets::of(&durable::observed(&worker, options.events as f64).await);
+    let before = durable::observed(&worker, options.events as f64).await;
+    let (audited_before, announced_before) =
+        (durable::Buckets::of(&before, durable::AUDITED), durable::Buckets::of(&before, durable::ANNOUNCED));
     let offered_from = chrono::Utc::now() - chrono::Duration::seconds(1);
     credit_devtools::replay::replay(&offered).await.expect("offering the latency load");
     let total = (options.events + latency_events) as f64;
     wait_for_rows(&worker, total, Duration::from_secs(300), None).await;
     let latency_cpu = process_cpu_seconds(pid) - cpu_before;
-    let durable = durable::Buckets::of(&durable::observed(&worker, total).await).since(&durable_before).report();
+    let after = durable::observed(&worker, total).await;
+    let durable = durable::Buckets::of(&after, durable::AUDITED).since(&audited_before).report();
+    let announced = durable::Buckets::of(&after, durable::ANNOUNCED).since(&announced_before).report();
     let pool = sqlx::PgPool::connect(&deployment.database_url).await.expect("audit database");
     let (p50, p95, p99, max): (f64, f64, f64, f64) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), \
@@ -324,6 +330,7 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
             max_ms: max,
             cpu_microseconds_per_decision: latency_cpu / latency_events.max(1) as f64 * 1e6,
             durable,
+            announced,
         },
         stage_mean_ms,
         mean_batch_rows,

@@ -1,6 +1,7 @@
-//! Event → durable decision latency, from the worker's `credit_worker_event_to_decision_seconds`
-//! histogram (observed once a batch is audited and announced): the difference of two scrapes,
-//! read as Prometheus' `histogram_quantile` reads it (linear within a bucket).
+//! Event → durable decision latency, from the worker's histograms: `credit_worker_event_to_audit_seconds`
+//! (observed at the audit commit, the durable point) and `credit_worker_event_to_decision_seconds`
+//! (once the batch is announced too): the difference of two scrapes, read as Prometheus'
+//! `histogram_quantile` reads it (linear within a bucket).
 
 use std::time::{Duration, Instant};
 
@@ -9,16 +10,19 @@ use serde::Serialize;
 
 use crate::common::WorkerProcess;
 
-const HISTOGRAM: &str = "credit_worker_event_to_decision_seconds_bucket";
+/// Event → audit commit.
+pub const AUDITED: &str = "credit_worker_event_to_audit_seconds";
+/// Event → audited and announced.
+pub const ANNOUNCED: &str = "credit_worker_event_to_decision_seconds";
 
-/// A scrape once the histogram holds `events` observations (a batch is observed after it is
+/// A scrape once both histograms hold `events` observations (a batch is observed after it is
 /// announced, a little after its audit rows are counted); panics, with the worker's log, if
 /// that takes over 60 s (a latency read from a partial histogram would be wrong).
 pub async fn observed(worker: &WorkerProcess, events: f64) -> Exposition {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let metrics = worker.metrics().await;
-        let count = metrics.value("credit_worker_event_to_decision_seconds_count", &[]).unwrap_or(0.0);
+        let count = metrics.value(&format!("{ANNOUNCED}_count"), &[]).unwrap_or(0.0);
         if count >= events {
             return metrics;
         }
@@ -35,10 +39,10 @@ pub async fn observed(worker: &WorkerProcess, events: f64) -> Exposition {
 pub struct Buckets(Vec<(f64, f64)>);
 
 impl Buckets {
-    /// The histogram's buckets in a scrape.
-    pub fn of(metrics: &Exposition) -> Self {
+    /// The buckets of `histogram` in a scrape.
+    pub fn of(metrics: &Exposition, histogram: &str) -> Self {
         let mut buckets: Vec<(f64, f64)> = metrics
-            .samples(HISTOGRAM, &[])
+            .samples(&format!("{histogram}_bucket"), &[])
             .filter_map(|sample| Some((sample.label("le")?.parse::<f64>().ok()?, sample.value)))
             .collect();
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -89,7 +93,7 @@ impl Buckets {
     }
 }
 
-/// Event time → decision audited and announced.
+/// Event time → a durable point.
 #[derive(Debug, Serialize)]
 pub struct DurableLatency {
     pub events: f64,

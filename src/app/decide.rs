@@ -4,16 +4,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use apache_avro::writer::datum::GenericDatumWriter;
 use chrono::{DateTime, SubsecRound, Utc};
 use schema_registry_converter::avro_common::AvroSchema;
 
-use crate::codec::{encode_framed, split_frame, ApplicationDecoder, CodecError};
+use crate::codec::{encode_decision, split_frame, ApplicationDecoder, CodecError};
+use crate::domain::MAX_APPLICATION_ID_BYTES;
 use crate::domain::{append_feature_vector, AdverseReason, AuditRow, DeadLetter, Decided, DecisionPolicy};
 use crate::domain::{
     DecisionOutcome, DomainError, EventTimePolicy, InputRecord, LoanApplication, Outcome, StoredReason,
 };
-use crate::domain::{LOAN_DECISION, MAX_APPLICATION_ID_BYTES};
 use crate::model::{ModelBundle, Scorer};
 use crate::sources::Claim;
 
@@ -115,13 +114,6 @@ pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRe
             Err(dead) => outcomes[index] = Some(Outcome::DeadLetter(dead)),
         }
     }
-    let writer = match GenericDatumWriter::builder(&LOAN_DECISION).build() {
-        Ok(writer) => writer,
-        Err(error) => {
-            let reason = DeadLetter { kind: "encode_failed", message: error.to_string() };
-            return records.iter().map(|_| Outcome::DeadLetter(reason.clone())).collect();
-        }
-    };
     let mut scored = Vec::with_capacity(valid.len());
     for (position, item) in valid.into_iter().enumerate() {
         let row = &rows[position * width..(position + 1) * width];
@@ -135,7 +127,7 @@ pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRe
     for ((item, row, probability), reasons) in scored.into_iter().zip(reasons) {
         let index = item.index;
         outcomes[index] = Some(match reasons {
-            Ok(reasons) => decide(context, &writer, &records[index], item, row, probability, reasons, processed_at),
+            Ok(reasons) => decide(context, &records[index], item, row, probability, reasons, processed_at),
             Err(message) => scoring_failed(message),
         });
     }
@@ -202,10 +194,8 @@ fn decode_and_map(
     Ok(Valid { index, schema_id, application, event_time })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn decide(
     context: &BatchContext,
-    writer: &GenericDatumWriter<'_>,
     record: &InputRecord,
     item: Valid,
     inputs: &[f64],
@@ -237,8 +227,6 @@ fn decide(
         consumed_at: record.consumed_at.trunc_subsecs(6),
         processed_at,
     };
-    match encode_framed(writer, &row.decision_event(), context.decision_schema_id) {
-        Ok(payload) => Outcome::Decided(Box::new(Decided { row, payload })),
-        Err(error) => Outcome::DeadLetter(error.into()),
-    }
+    let payload = encode_decision(&row, context.decision_schema_id);
+    Outcome::Decided(Box::new(Decided { row, payload }))
 }

@@ -7,6 +7,8 @@
 //! Each step is retried until it succeeds; records of partitions revoked meanwhile are dropped.
 //! A row PostgreSQL refuses (a value out of range, a constraint) is left out and its record
 //! dead-lettered: no decision is announced without its audit row, and the stream goes on.
+//! The two steps are two stages of the pipeline: the next batch is audited while this one is
+//! announced, and batches are announced in the order they were audited.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -15,24 +17,18 @@ use std::time::Instant;
 
 use tracing::{error, warn};
 
-use super::pipeline::Pipeline;
+use super::pipeline::{AuditedBatch, DecidedBatch, Pipeline};
 use super::retry::GaveUp;
 use super::Abandoned;
-use crate::domain::{AuditRow, BucketCounts, DeadLetter, InputRecord, Outcome};
+use crate::domain::{AuditRow, DeadLetter, InputRecord, Outcome};
 use crate::error::{Retriable, Retry};
 use crate::sinks::{BatchWrite, Progress, Publication, SinkError};
 use crate::sources::{next_offsets, partition_list, SourceError};
 
 impl Pipeline {
-    /// Audits, then announces the batch; returns the positions of the outcomes whose rows are new
-    /// and the monitors' counts of those rows, as persisted (the monitors count these, and only
-    /// these).
-    pub(super) async fn write_durably(
-        &self,
-        records: &[InputRecord],
-        outcomes: &mut [Outcome],
-        epochs: &HashMap<i32, u64>,
-    ) -> Result<(Vec<usize>, BucketCounts), Abandoned> {
+    /// The batch's audit transaction; its outcomes then say what to announce.
+    pub(super) async fn audit_batch(&self, batch: DecidedBatch) -> Result<AuditedBatch, Abandoned> {
+        let DecidedBatch { records, mut outcomes, epochs } = batch;
         let owned =
             |partition: i32| epochs.get(&partition).is_some_and(|epoch| self.assignment.owns(partition, *epoch));
         let decided: Vec<(usize, &AuditRow)> = outcomes
@@ -46,6 +42,7 @@ impl Pipeline {
             .collect();
         let audited = next_offsets(records.iter().filter(|record| owned(record.partition)));
         let (write, rejected) = self.audit(&decided, &audited).await?;
+        self.observe_audited(write.inserted.iter().map(|index| decided[*index].1));
         let new_rows: Vec<usize> = write.inserted.iter().map(|index| decided[*index].0).collect();
         let again: Vec<(usize, Outcome)> = decided
             .iter()
@@ -61,8 +58,7 @@ impl Pipeline {
         for (position, stored) in again {
             outcomes[position] = stored;
         }
-        self.announce(records, outcomes, epochs).await?;
-        Ok((new_rows, write.counts))
+        Ok(AuditedBatch { records, outcomes, epochs, new_rows, counts: write.counts })
     }
 
     /// The audit transaction, retried until it commits. A row PostgreSQL refuses is left out and
@@ -133,7 +129,7 @@ impl Pipeline {
     }
 
     /// The Kafka transaction: every outcome of the partitions still owned, and their offsets.
-    async fn announce(
+    pub(super) async fn announce(
         &self,
         records: &[InputRecord],
         outcomes: &[Outcome],

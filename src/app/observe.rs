@@ -6,9 +6,18 @@
 use chrono::Utc;
 
 use super::pipeline::Pipeline;
-use crate::domain::{outcome_code, outcome_of, BucketCounts, DecisionOutcome, Outcome};
+use crate::domain::{outcome_code, outcome_of, AuditRow, BucketCounts, DecisionOutcome, Outcome};
 
 impl Pipeline {
+    /// Event time → audit commit (the durable point) of the rows just written.
+    pub(super) fn observe_audited<'a>(&self, rows: impl Iterator<Item = &'a AuditRow>) {
+        let now = Utc::now();
+        for row in rows {
+            let since_event = (now - row.event_time).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            self.metrics.event_to_audit_seconds.observe(since_event.max(0.0));
+        }
+    }
+
     /// Counts the batch's outcomes; `new_rows` are the positions of its new decisions, `counts`
     /// their monitor counts.
     pub(super) fn record_outcomes(&self, outcomes: &[Outcome], new_rows: &[usize], counts: &BucketCounts) {

@@ -1,7 +1,7 @@
-//! The pipeline: two stages joined by a bounded queue of `pipeline.batches_in_flight` batches.
-//! The intake decodes, scores and decides the next batch on a scoring thread while the sink
-//! stage publishes and audits the previous one. The sink takes batches in order (all that are
-//! waiting at once), and stores a batch's offsets only once every record of it is durable.
+//! The pipeline: the intake decodes, scores and decides the next batch on a scoring thread while
+//! the sink makes earlier ones durable, joined by a bounded queue of
+//! `pipeline.batches_in_flight` batches. The sink audits batches in order (all that are waiting
+//! at once), and announces each, with its offsets, once it is audited, while the next is audited.
 //! Shadow scoring runs behind the sink, on its own queue: a slow challenger never delays a batch
 //! unless that queue is full.
 
@@ -19,7 +19,7 @@ use super::shutdown::Supervisor;
 use super::Abandoned;
 use crate::codec::SchemaCache;
 use crate::config::WorkerConfig;
-use crate::domain::{InputRecord, Outcome};
+use crate::domain::{BucketCounts, InputRecord, Outcome};
 use crate::model::{LoadedModel, ModelManager};
 use crate::monitor::{Monitoring, ShadowComparison};
 use crate::sinks::{AuditStore, DecisionProducer};
@@ -60,6 +60,19 @@ pub(super) struct DecidedBatch {
     pub(super) epochs: HashMap<i32, u64>,
 }
 
+/// A batch whose audit transaction committed, waiting for its announcement.
+pub(super) struct AuditedBatch {
+    pub(super) records: Vec<InputRecord>,
+    /// Outcomes as announced: rows PostgreSQL refused are dead letters, applications decided
+    /// before carry their stored decisions.
+    pub(super) outcomes: Vec<Outcome>,
+    pub(super) epochs: HashMap<i32, u64>,
+    /// Positions of the outcomes whose rows are new (the monitors count these, and only these).
+    pub(super) new_rows: Vec<usize>,
+    /// The monitors' counts of the new rows, as persisted.
+    pub(super) counts: BucketCounts,
+}
+
 impl Pipeline {
     /// Runs both stages until shutdown; on shutdown the intake stops and the queued batches are
     /// finished (or left for redelivery).
@@ -67,7 +80,10 @@ impl Pipeline {
         let max_records = self.config.pipeline.batch_max_records;
         let max_wait = Duration::from_millis(self.config.pipeline.batch_max_wait_ms);
         let (decided, mut to_finish) = tokio::sync::mpsc::channel(self.config.pipeline.batches_in_flight);
-        let pipeline = &self;
+        // Each stage is a task of its own: a stage blocking its thread on librdkafka (in
+        // `block_in_place`) leaves the others running.
+        let shared = Arc::new(self);
+        let pipeline = Arc::clone(&shared);
         let (to_shadow, mut shadowed) = tokio::sync::mpsc::channel::<(Arc<LoadedModel>, Vec<Outcome>)>(SHADOW_QUEUE);
         let intake = async move {
             loop {
@@ -85,37 +101,65 @@ impl Pipeline {
                 }
             }
         };
-        let sink = async move {
+        // The sink is two stages: the audit transaction of a batch overlaps the announcement of
+        // the one before (one waits between them, so batches are announced in audit order).
+        let (audited, mut to_announce) = tokio::sync::mpsc::channel::<AuditedBatch>(1);
+        let pipeline = Arc::clone(&shared);
+        let audit = async move {
             while let Some(mut batch) = to_finish.recv().await {
                 // Batches that queued up behind a slow sink are finished together: one audit
-                // transaction (one commit to wait for) and one publish wait for all of them.
+                // transaction (one commit to wait for) and one announcement for all of them.
                 while let Ok(next) = to_finish.try_recv() {
                     batch.records.extend(next.records);
                     batch.outcomes.extend(next.outcomes);
                     batch.epochs.extend(next.epochs);
                 }
-                let span = info_span!("finish", records = batch.records.len());
-                if pipeline.finish_batch(batch, &to_shadow).instrument(span).await.is_err() {
+                let span = info_span!("audit", records = batch.records.len());
+                let Ok(batch) = pipeline.audit_batch(batch).instrument(span).await else {
                     warn!("shutdown during a failing batch: its offsets (and later ones) were not stored; they will be redelivered");
+                    to_finish.close();
+                    break;
+                };
+                if audited.send(batch).await.is_err() {
                     to_finish.close();
                     break;
                 }
             }
         };
-        let shadow = async {
+        let pipeline = Arc::clone(&shared);
+        let announce = async move {
+            while let Some(batch) = to_announce.recv().await {
+                let span = info_span!("announce", records = batch.records.len());
+                if pipeline.finish_batch(batch, &to_shadow).instrument(span).await.is_err() {
+                    warn!("shutdown while announcing a batch: its offsets (and later ones) were not stored; it will be redelivered and its stored decisions announced");
+                    to_announce.close();
+                    break;
+                }
+            }
+        };
+        let pipeline = Arc::clone(&shared);
+        let shadow = async move {
             while let Some((challenger, outcomes)) = shadowed.recv().await {
                 pipeline.compare_with(&challenger, outcomes).await;
             }
         };
-        tokio::join!(intake, sink, shadow);
-        let announced = std::mem::take(&mut *self.announced.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let stages = [tokio::spawn(intake), tokio::spawn(audit), tokio::spawn(announce), tokio::spawn(shadow)];
+        for (name, stage) in ["intake", "audit", "announce", "shadow"].into_iter().zip(stages) {
+            if let Err(error) = stage.await {
+                tracing::error!(%error, stage = name, "a pipeline stage failed");
+                shared.supervisor.ended(name);
+            }
+        }
+        let Some(pipeline) = Arc::into_inner(shared) else { anyhow::bail!("a pipeline stage outlived the pipeline") };
+        let announced =
+            std::mem::take(&mut *pipeline.announced.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         if !announced.is_empty() {
-            if let Err(error) = self.audit.mark_announced(&announced).await {
+            if let Err(error) = pipeline.audit.mark_announced(&announced).await {
                 warn!(%error, "recording the last announced offsets failed (a new group would announce that batch again)");
             }
         }
         info!("drained: every finished batch is audited and announced, with its offsets");
-        let Self { source, producer, .. } = self;
+        let Self { source, producer, .. } = pipeline;
         tokio::task::block_in_place(|| {
             source.close(Duration::from_secs(3));
             if let Some(producer) = Arc::into_inner(producer) {
@@ -171,15 +215,15 @@ impl Pipeline {
             })
     }
 
-    /// Makes a decided batch durable: audited first, then announced with its offsets; then queues
-    /// it for the challenger, if there is one.
+    /// Announces an audited batch with its offsets, counts it, then queues it for the
+    /// challenger, if there is one.
     async fn finish_batch(
         &self,
-        batch: DecidedBatch,
+        batch: AuditedBatch,
         to_shadow: &tokio::sync::mpsc::Sender<(Arc<LoadedModel>, Vec<Outcome>)>,
     ) -> Result<(), Abandoned> {
-        let DecidedBatch { records, mut outcomes, epochs } = batch;
-        let (new_rows, counts) = self.write_durably(&records, &mut outcomes, &epochs).await?;
+        let AuditedBatch { records, outcomes, epochs, new_rows, counts } = batch;
+        self.announce(&records, &outcomes, &epochs).await?;
         self.record_outcomes(&outcomes, &new_rows, &counts);
         if let Some(challenger) = self.models.shadow() {
             let _ = to_shadow.send((challenger, outcomes)).await;

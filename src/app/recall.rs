@@ -6,15 +6,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use apache_avro::writer::datum::GenericDatumWriter;
 use tracing::{error, warn};
 
 use super::decide::BatchContext;
 use super::pipeline::Pipeline;
 use super::retry::GaveUp;
 use super::Abandoned;
-use crate::codec::encode_framed;
-use crate::domain::{AuditRow, Decided, InputRecord, Outcome, LOAN_DECISION};
+use crate::codec::encode_decision;
+use crate::domain::{AuditRow, Decided, InputRecord, Outcome};
 use crate::model::LoadedModel;
 use crate::sinks::SinkError;
 
@@ -68,14 +67,7 @@ impl Pipeline {
 
     /// The stored decision `row`, to announce again.
     pub(super) fn announce_again(&self, row: &AuditRow) -> Outcome {
-        let encoded =
-            GenericDatumWriter::builder(&LOAN_DECISION).build().map_err(|error| error.to_string()).and_then(|writer| {
-                encode_framed(&writer, &row.decision_event(), self.decision_schema_id)
-                    .map_err(|error| error.to_string())
-            });
-        match encoded {
-            Ok(payload) => Outcome::Stored(Box::new(Decided { row: row.clone(), payload })),
-            Err(message) => Outcome::DeadLetter(crate::domain::DeadLetter { kind: "encode_failed", message }),
-        }
+        let payload = encode_decision(row, self.decision_schema_id);
+        Outcome::Stored(Box::new(Decided { row: row.clone(), payload }))
     }
 }

@@ -1,8 +1,9 @@
 //! Bytes on the wire ↔ typed events: the Confluent frame and Avro bodies (`avro`), and the
 //! schema registry (`registry`): writer schemas by id, cached, and our output schemas
-//! registered; protected attributes sealed for storage (`sealed`).
+//! registered; decisions written straight from their audit rows (`decision`); protected attributes sealed for storage (`sealed`).
 
 mod avro;
+mod decision;
 mod registry;
 mod sealed;
 
@@ -11,6 +12,7 @@ use crate::error::{Retriable, Retry};
 
 pub(crate) use avro::{decode_outcome, encode_framed};
 pub use avro::{split_frame, ApplicationDecoder};
+pub use decision::encode_decision;
 pub use registry::SchemaCache;
 pub(crate) use registry::{register_schema, registry_reachable};
 pub use sealed::{ProtectedKeys, SealError, StoredProtected, SEAL_OVERHEAD};

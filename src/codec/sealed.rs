@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use crate::domain::ProtectedAttributes;
@@ -74,13 +74,14 @@ impl ProtectedKeys {
     /// `protected` sealed under the active key, bound to `application_id`.
     pub fn seal(&self, application_id: &str, protected: &ProtectedAttributes) -> Vec<u8> {
         let nonce: [u8; NONCE] = rand::random();
-        let plain = encode(protected);
-        let payload = Payload { msg: &plain, aad: application_id.as_bytes() };
-        let sealed = self.keys[&self.active].encrypt(&XNonce::from(nonce), payload).expect("in-memory sealing");
-        let mut out = Vec::with_capacity(SEAL_OVERHEAD + plain.len());
+        let mut out = Vec::with_capacity(SEAL_OVERHEAD + 48);
         out.push(self.active);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
+        encode(protected, &mut out);
+        let tag = self.keys[&self.active]
+            .encrypt_inout_detached(&XNonce::from(nonce), application_id.as_bytes(), (&mut out[1 + NONCE..]).into())
+            .expect("in-memory sealing");
+        out.extend_from_slice(&tag);
         out
     }
 
@@ -126,8 +127,8 @@ impl StoredProtected {
     }
 }
 
-fn encode(protected: &ProtectedAttributes) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48);
+/// The plaintext of `protected`, appended to `out`.
+fn encode(protected: &ProtectedAttributes, out: &mut Vec<u8>) {
     let text = |value: Option<&str>, out: &mut Vec<u8>| match value {
         Some(value) => {
             let value = &value.as_bytes()[..value.len().min(usize::from(ABSENT) - 1)];
@@ -136,10 +137,9 @@ fn encode(protected: &ProtectedAttributes) -> Vec<u8> {
         }
         None => out.extend_from_slice(&ABSENT.to_le_bytes()),
     };
-    text(protected.personal_status_and_sex.as_deref(), &mut out);
+    text(protected.personal_status_and_sex.as_deref(), out);
     out.extend_from_slice(&protected.age_in_years.unwrap_or(i32::MIN).to_le_bytes());
-    text(protected.foreign_worker.as_deref(), &mut out);
-    out
+    text(protected.foreign_worker.as_deref(), out);
 }
 
 fn decode(mut bytes: &[u8]) -> Option<ProtectedAttributes> {

@@ -174,7 +174,8 @@ pub struct ModelConfig {
 pub struct PipelineConfig {
     /// Most records per batch.
     pub batch_max_records: usize,
-    /// Longest wait to fill a batch once it has a record.
+    /// Longest wait for more records once a batch has one; 0: the batch takes what the consumer
+    /// has fetched already and closes (under load that fills it, under light load nothing waits).
     pub batch_max_wait_ms: u64,
     /// Decided batches that may wait for their sinks while the next one is scored (at least 1).
     #[serde(default = "default_batches_in_flight")]

@@ -148,33 +148,57 @@ impl GroupingConfig {
     /// Group of each attribute, in [`GroupingConfig::attributes`] order (an intersection is
     /// `unknown` when either of its attributes is).
     pub fn classify(&self, protected: &ProtectedAttributes) -> Vec<String> {
+        let mut indices = Vec::new();
+        self.group_indices(protected, &mut indices);
+        let labels = self.labels();
+        indices.iter().zip(&labels).map(|(index, labels)| label(labels, *index).to_owned()).collect()
+    }
+
+    /// [`GroupingConfig::classify`] without a string: the group of each attribute as its index
+    /// in [`GroupingConfig::groups`] ([`UNKNOWN_INDEX`] when unknown), written to `out`. Counting
+    /// by index and naming the groups once ([`GroupingConfig::labels`]) costs no allocation per
+    /// decision.
+    pub fn group_indices(&self, protected: &ProtectedAttributes, out: &mut Vec<u16>) {
+        out.clear();
         let sex = match protected.personal_status_and_sex.as_deref() {
-            Some(value) if value.starts_with("female") => "female",
-            Some(value) if value.starts_with("male") => "male",
-            _ => UNKNOWN,
+            Some(value) if value.starts_with("female") => 0,
+            Some(value) if value.starts_with("male") => 1,
+            _ => UNKNOWN_INDEX,
         };
         let age_band = match protected.age_in_years {
-            Some(age) if age >= 0 => {
-                let index = self.age_band_edges.partition_point(|edge| (*edge as i64) < i64::from(age));
-                self.age_band(index)
+            Some(age) if age >= 0 && !self.age_band_edges.is_empty() => {
+                self.age_band_edges.partition_point(|edge| (*edge as i64) < i64::from(age)) as u16
             }
-            _ => UNKNOWN.to_owned(),
+            _ => UNKNOWN_INDEX,
         };
         let foreign_worker = match protected.foreign_worker.as_deref() {
-            Some("yes") => "yes",
-            Some("no") => "no",
-            _ => UNKNOWN,
+            Some("no") => 0,
+            Some("yes") => 1,
+            _ => UNKNOWN_INDEX,
         };
-        let mut groups = Vec::with_capacity(ATTRIBUTES.len() + self.intersections.len());
-        groups.extend([sex.to_owned(), age_band, foreign_worker.to_owned()]);
+        out.extend([sex, age_band, foreign_worker]);
         for [first, second] in &self.intersections {
-            let (one, other) = (&groups[index_of(first)], &groups[index_of(second)]);
-            let group =
-                if one == UNKNOWN || other == UNKNOWN { UNKNOWN.to_owned() } else { format!("{one}{JOIN}{other}") };
-            groups.push(group);
+            let (one, other) = (out[index_of(first)], out[index_of(second)]);
+            let width = match second.as_str() {
+                "age_band" => self.age_band_edges.len() as u16 + 1,
+                _ => 2,
+            };
+            out.push(if one == UNKNOWN_INDEX || other == UNKNOWN_INDEX { UNKNOWN_INDEX } else { one * width + other });
         }
-        groups
     }
+
+    /// Per attribute, in [`GroupingConfig::attributes`] order, the labels of its groups by index.
+    pub fn labels(&self) -> Vec<Vec<String>> {
+        self.attributes().iter().map(|attribute| self.groups(attribute)).collect()
+    }
+}
+
+/// Index of an unknown group in [`GroupingConfig::group_indices`].
+pub const UNKNOWN_INDEX: u16 = u16::MAX;
+
+/// The label of group `index` among one attribute's `labels` (`unknown` for any other index).
+pub fn label(labels: &[String], index: u16) -> &str {
+    labels.get(usize::from(index)).map_or(UNKNOWN, String::as_str)
 }
 
 /// The position of one of the three attributes (validated names).

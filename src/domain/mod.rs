@@ -26,7 +26,7 @@ pub use events::{
     PROTECTED_ATTRIBUTES,
 };
 pub use features::{append_feature_vector, feature_specs, FeatureEncoding, FeatureSpec};
-pub use groups::{GroupingConfig, ATTRIBUTES, UNKNOWN};
+pub use groups::{label, GroupingConfig, ATTRIBUTES, UNKNOWN, UNKNOWN_INDEX};
 pub use policy::{DecisionPolicy, PolicyReason};
 pub use reasons::{CatalogueEntry, Direction, ReasonCatalogue, MAX_REASONS};
 pub use record::{DeadLetter, Decided, InputRecord, Outcome, MAX_APPLICATION_ID_BYTES};

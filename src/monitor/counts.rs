@@ -5,13 +5,16 @@
 use std::collections::BTreeMap;
 
 use super::Monitoring;
-use crate::domain::{outcome_code, outcome_of, AuditRow, BucketCounts, DriftCount, FairnessCount};
+use crate::domain::{label, outcome_code, outcome_of, AuditRow, BucketCounts, DriftCount, FairnessCount};
 
 impl Monitoring {
     /// The counts `rows` add (pure).
     pub fn bucket_counts(&self, rows: &[&AuditRow]) -> BucketCounts {
         let width = self.fairness.bucket_millis();
-        let mut fairness: BTreeMap<(i32, i64, i16, String), [i64; 3]> = BTreeMap::new();
+        let grouping = self.fairness.grouping();
+        // Counted by group index; each group is named once, below.
+        let mut fairness: BTreeMap<(i32, i64, usize, u16), [i64; 3]> = BTreeMap::new();
+        let mut groups = Vec::new();
         let mut drift: BTreeMap<(i32, i64, i16, &str), Vec<i64>> = BTreeMap::new();
         let mut watermarks: BTreeMap<i32, i64> = BTreeMap::new();
         for row in rows {
@@ -19,9 +22,9 @@ impl Monitoring {
             let bucket_ms = event_millis.div_euclid(width) * width;
             let partition = row.source_partition;
             let outcome = outcome_code(row.outcome) as usize;
-            let grouping = self.fairness.grouping();
-            for (position, group) in grouping.classify(&row.protected).into_iter().enumerate() {
-                fairness.entry((partition, bucket_ms, grouping.code(position), group)).or_default()[outcome] += 1;
+            grouping.group_indices(&row.protected, &mut groups);
+            for (position, group) in groups.iter().enumerate() {
+                fairness.entry((partition, bucket_ms, position, *group)).or_default()[outcome] += 1;
             }
             let model = row.policy.model_sha256.as_str();
             for (series, bin, bins) in self.drift.bins(model, &row.inputs, row.probability_of_default) {
@@ -33,14 +36,15 @@ impl Monitoring {
             let watermark = watermarks.entry(partition).or_insert(event_millis);
             *watermark = (*watermark).max(event_millis);
         }
+        let labels = grouping.labels();
         BucketCounts {
             fairness: fairness
                 .into_iter()
-                .map(|((partition, bucket_ms, attribute, group), counts)| FairnessCount {
+                .map(|((partition, bucket_ms, position, group), counts)| FairnessCount {
                     partition,
                     bucket_ms,
-                    attribute,
-                    group,
+                    attribute: grouping.code(position),
+                    group: label(&labels[position], group).to_owned(),
                     counts,
                 })
                 .collect(),

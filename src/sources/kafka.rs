@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
@@ -178,7 +179,8 @@ impl Source {
         self.consumer.group_metadata()
     }
 
-    /// Waits for one record, then collects more until `max_records` or `max_wait` has passed.
+    /// Waits for one record, then takes what the consumer has fetched already, up to
+    /// `max_records`; with a `max_wait` above zero it also waits that long for more to arrive.
     pub async fn next_batch(&self, max_records: usize, max_wait: Duration) -> Vec<InputRecord> {
         let mut batch = Vec::with_capacity(max_records);
         let topic: Arc<str> = Arc::from(self.topic.as_str());
@@ -195,13 +197,20 @@ impl Source {
         batch.push(first);
         let deadline = tokio::time::Instant::now() + max_wait;
         while batch.len() < max_records {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(message)) => batch.push(owned(&message, &topic)),
-                Ok(Err(error)) => {
+            let ready = match self.consumer.recv().now_or_never() {
+                Some(ready) => ready,
+                None if max_wait.is_zero() => break,
+                None => match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                    Ok(received) => received,
+                    Err(_) => break,
+                },
+            };
+            match ready {
+                Ok(message) => batch.push(owned(&message, &topic)),
+                Err(error) => {
                     warn!(%error, "consumer error");
                     self.count_error();
                 }
-                Err(_) => break,
             }
         }
         batch

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub decisions_announced_again: IntCounter,
     pub dead_letters: IntCounterVec,
     pub event_to_decision_seconds: Histogram,
+    pub event_to_audit_seconds: Histogram,
     pub consume_to_decision_seconds: Histogram,
     pub stage_seconds: HistogramVec,
     pub audit_rows_written: IntCounter,
@@ -90,8 +91,19 @@ impl Metrics {
             )
             .expect("metric"),
             event_to_decision_seconds: Histogram::with_opts(
-                HistogramOpts::new("credit_worker_event_to_decision_seconds", "Event time to decision durable.")
-                    .buckets(latency_buckets.clone()),
+                HistogramOpts::new(
+                    "credit_worker_event_to_decision_seconds",
+                    "Event time to decision audited and announced.",
+                )
+                .buckets(latency_buckets.clone()),
+            )
+            .expect("metric"),
+            event_to_audit_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "credit_worker_event_to_audit_seconds",
+                    "Event time to the decision's audit commit (the durable point).",
+                )
+                .buckets(latency_buckets.clone()),
             )
             .expect("metric"),
             consume_to_decision_seconds: Histogram::with_opts(
@@ -295,6 +307,7 @@ impl Metrics {
             Box::new(metrics.decisions_announced_again.clone()),
             Box::new(metrics.dead_letters.clone()),
             Box::new(metrics.event_to_decision_seconds.clone()),
+            Box::new(metrics.event_to_audit_seconds.clone()),
             Box::new(metrics.consume_to_decision_seconds.clone()),
             Box::new(metrics.stage_seconds.clone()),
             Box::new(metrics.audit_rows_written.clone()),
