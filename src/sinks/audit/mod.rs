@@ -4,10 +4,11 @@
 //! partition's chain head and audited-through offset, and the monitors' counts of the new
 //! decisions. Applications already decided come back as their stored decisions, to be announced
 //! again unchanged. Also: the delayed outcomes (`outcomes`), stored rows read back (`stored`),
-//! policies (`policies`), the binary COPY format (`copy`) and the monitors' counts (`counts`).
+//! policies (`policies`), the binary COPY format (`copy`) and the statement closing a batch's
+//! transaction: claims, the monitors' counts and the source heads in one round trip (`close`).
 
+mod close;
 mod copy;
-mod counts;
 mod outcomes;
 mod partitions;
 mod policies;

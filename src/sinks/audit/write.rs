@@ -6,8 +6,9 @@ use std::sync::Arc;
 use sqlx::postgres::PgDatabaseError;
 use sqlx::{PgConnection, Row};
 
+use super::close::{self, Head, NewClaims};
 use super::copy::CopyBuffer;
-use super::{counts, stored, AuditStore};
+use super::{stored, AuditStore};
 use crate::domain::{application_key, outcome_code, AuditRow, BucketCounts, DecisionPolicy, GENESIS};
 use crate::sinks::SinkError;
 
@@ -30,15 +31,6 @@ pub struct Progress<'a> {
     pub audited: &'a [(Arc<str>, i32, i64)],
     /// Partitions whose outcomes below the offset were announced since the last write.
     pub announced: &'a [(Arc<str>, i32, i64)],
-}
-
-/// A source partition's row, locked for the transaction.
-struct Source {
-    id: i32,
-    last_seq: i64,
-    last_hash: [u8; 32],
-    through: i64,
-    announced: i64,
 }
 
 impl AuditStore {
@@ -100,7 +92,7 @@ impl AuditStore {
         let fresh: Vec<&AuditRow> = write.inserted.iter().map(|position| rows[*position]).collect();
         let mut policy_ids: Vec<(i16, Arc<DecisionPolicy>)> = Vec::new();
         let mut decisions = CopyBuffer::new(fresh.len() * 320);
-        let mut claimed = CopyBuffer::new(fresh.len() * 64);
+        let mut claimed = NewClaims::default();
         for (row, key) in fresh.iter().zip(write.inserted.iter().map(|position| &keys[*position])) {
             let policy_id = match policy_ids.iter().find(|(_, policy)| Arc::ptr_eq(policy, &row.policy)) {
                 Some((id, _)) => *id,
@@ -118,20 +110,20 @@ impl AuditStore {
             let hash = row.hash(seq, &source.last_hash, Some(&sealed));
             (source.last_seq, source.last_hash) = (seq, hash);
             encode_decision(&mut decisions, row, source.id, seq, policy_id, &hash, &sealed);
-            claimed.row(4).bytea(key).int4(source.id).int8(seq).timestamptz(row.processed_at);
+            claimed.keys.push(*key);
+            claimed.sources.push(source.id);
+            claimed.seqs.push(seq);
+            claimed.processed_at.push(row.processed_at);
         }
         if !fresh.is_empty() {
             let rejected = |error| row_rejection(error, &write.inserted);
-            copy(connection, "COPY decided_applications FROM STDIN (FORMAT binary)", claimed)
-                .await
-                .map_err(rejected)?;
             copy(connection, DECISIONS_COPY, decisions).await.map_err(rejected)?;
         }
         let counts = count(&fresh);
         let by_partition: HashMap<i32, i32> =
             sources.iter().map(|((_, partition), source)| (*partition, source.id)).collect();
-        advance_sources(connection, &sources, &counts, &by_partition).await?;
-        counts::add(connection, &counts, &by_partition).await?;
+        let heads: Vec<&Head> = sources.values().collect();
+        close::close(connection, &claimed, &counts, &heads, &by_partition).await?;
         write.stored.extend(stored::stored_decisions(connection, &self.policies, &already).await?);
         transaction.commit().await?;
         for (id, policy) in &policy_ids {
@@ -230,7 +222,7 @@ async fn lock_sources(
     connection: &mut PgConnection,
     progress: &Progress<'_>,
     rows: &[&AuditRow],
-) -> Result<BTreeMap<(Arc<str>, i32), Source>, SinkError> {
+) -> Result<BTreeMap<(Arc<str>, i32), Head>, SinkError> {
     let mut through: BTreeMap<(Arc<str>, i32), (i64, i64)> = BTreeMap::new();
     for (topic, partition, next) in progress.audited {
         let entry = through.entry((Arc::clone(topic), *partition)).or_default();
@@ -263,7 +255,7 @@ async fn lock_sources(
     for row in locked {
         let key = (Arc::<str>::from(row.try_get::<String, _>(0)?), row.try_get::<i32, _>(1)?);
         let hash: Vec<u8> = row.try_get(4)?;
-        let source = Source {
+        let source = Head {
             id: row.try_get(2)?,
             last_seq: row.try_get(3)?,
             last_hash: hash.try_into().unwrap_or(GENESIS),
@@ -273,41 +265,6 @@ async fn lock_sources(
         sources.insert(key, source);
     }
     Ok(sources)
-}
-
-/// Moves each source's chain head, audited-through offset (never backwards) and event watermark.
-async fn advance_sources(
-    connection: &mut PgConnection,
-    sources: &BTreeMap<(Arc<str>, i32), Source>,
-    counts: &BucketCounts,
-    by_partition: &HashMap<i32, i32>,
-) -> Result<(), SinkError> {
-    let watermark = |source_id: i32| {
-        counts
-            .watermarks
-            .iter()
-            .filter(|(partition, _)| by_partition.get(partition) == Some(&source_id))
-            .map(|(_, millis)| *millis)
-            .max()
-    };
-    sqlx::query(
-        "UPDATE source_partitions AS s SET chain_last_seq = v.last_seq, chain_last_hash = v.last_hash, \
-           audited_through = GREATEST(s.audited_through, v.through), \
-           announced_through = GREATEST(s.announced_through, v.announced), \
-           event_watermark_ms = GREATEST(s.event_watermark_ms, v.watermark), updated_at = now() \
-         FROM unnest($1::int[], $2::int8[], $3::bytea[], $4::int8[], $5::int8[], $6::int8[]) \
-           AS v(id, last_seq, last_hash, through, watermark, announced) \
-         WHERE s.source_id = v.id",
-    )
-    .bind(sources.values().map(|source| source.id).collect::<Vec<_>>())
-    .bind(sources.values().map(|source| source.last_seq).collect::<Vec<_>>())
-    .bind(sources.values().map(|source| &source.last_hash[..]).collect::<Vec<_>>())
-    .bind(sources.values().map(|source| source.through).collect::<Vec<_>>())
-    .bind(sources.values().map(|source| watermark(source.id)).collect::<Vec<_>>())
-    .bind(sources.values().map(|source| source.announced).collect::<Vec<_>>())
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]
