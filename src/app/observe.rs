@@ -3,7 +3,7 @@
 //! reason. Counters and monitors are updated once per batch from pre-aggregated counts; the
 //! monitors take the very counts the batch's audit transaction persisted.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::pipeline::Pipeline;
 use crate::domain::{outcome_code, outcome_of, AuditRow, BucketCounts, DecisionOutcome, Outcome};
@@ -13,8 +13,7 @@ impl Pipeline {
     pub(super) fn observe_audited<'a>(&self, rows: impl Iterator<Item = &'a AuditRow>) {
         let now = Utc::now();
         for row in rows {
-            let since_event = (now - row.event_time).num_microseconds().unwrap_or(0) as f64 / 1e6;
-            self.metrics.event_to_audit_seconds.observe(since_event.max(0.0));
+            self.metrics.event_to_audit_seconds.observe(seconds_between(row.event_time, now));
         }
     }
 
@@ -42,10 +41,8 @@ impl Pipeline {
                     None => reasons.push((&entry.code, 1)),
                 }
             }
-            let since_event = (now - row.event_time).num_microseconds().unwrap_or(0) as f64 / 1e6;
-            let since_consume = (now - row.consumed_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-            self.metrics.event_to_decision_seconds.observe(since_event.max(0.0));
-            self.metrics.consume_to_decision_seconds.observe(since_consume.max(0.0));
+            self.metrics.event_to_decision_seconds.observe(seconds_between(row.event_time, now));
+            self.metrics.consume_to_decision_seconds.observe(seconds_between(row.consumed_at, now));
         }
         for (code, count) in by_outcome.into_iter().enumerate().filter(|(_, count)| *count > 0) {
             if let Some(outcome) = outcome_of(code as i16) {
@@ -64,4 +61,9 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Seconds from `earlier` to `now`, never negative (clocks of other hosts may run ahead).
+fn seconds_between(earlier: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    ((now - earlier).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0)
 }

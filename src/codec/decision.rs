@@ -25,11 +25,11 @@ pub fn encode_decision(row: &AuditRow, schema_id: u32) -> Vec<u8> {
     text(&mut out, &row.source_topic);
     long(&mut out, i64::from(row.source_partition));
     long(&mut out, row.source_offset);
-    let reasons: Vec<_> =
-        row.reasons.iter().filter_map(|reason| Some((policy.reason(reason.entry)?, reason.contribution))).collect();
-    if !reasons.is_empty() {
-        long(&mut out, reasons.len() as i64);
-        for (entry, contribution) in reasons {
+    let reasons = || row.reasons.iter().filter_map(|reason| Some((policy.reason(reason.entry)?, reason.contribution)));
+    let count = reasons().count();
+    if count > 0 {
+        long(&mut out, count as i64);
+        for (entry, contribution) in reasons() {
             text(&mut out, &entry.code);
             text(&mut out, &entry.feature);
             text(&mut out, &entry.text);

@@ -150,8 +150,35 @@ impl GroupingConfig {
     pub fn classify(&self, protected: &ProtectedAttributes) -> Vec<String> {
         let mut indices = Vec::new();
         self.group_indices(protected, &mut indices);
-        let labels = self.labels();
-        indices.iter().zip(&labels).map(|(index, labels)| label(labels, *index).to_owned()).collect()
+        let pairs = self.intersections.iter().map(|[first, second]| (first.as_str(), Some(second.as_str())));
+        let attributes = ATTRIBUTES.iter().map(|attribute| (*attribute, None)).chain(pairs);
+        attributes.zip(indices).map(|((first, second), index)| self.group_label(first, second, index)).collect()
+    }
+
+    /// The label of group `index` of `first` (of the intersection with `second`, if given).
+    fn group_label(&self, first: &str, second: Option<&str>, index: u16) -> String {
+        let index = usize::from(index);
+        match (first, second) {
+            _ if index == usize::from(UNKNOWN_INDEX) => UNKNOWN.to_owned(),
+            (first, Some(second)) => {
+                let width = usize::from(self.group_count(second));
+                let (one, other) = (index / width, index % width);
+                let (one, other) =
+                    (self.group_label(first, None, one as u16), self.group_label(second, None, other as u16));
+                format!("{one}{JOIN}{other}")
+            }
+            ("sex", None) => ["female", "male"].get(index).map_or(UNKNOWN, |group| group).to_owned(),
+            ("foreign_worker", None) => ["no", "yes"].get(index).map_or(UNKNOWN, |group| group).to_owned(),
+            (_, None) => self.age_band(index),
+        }
+    }
+
+    /// How many groups one of the three attributes has (`unknown` aside), as [`GroupingConfig::groups`].
+    fn group_count(&self, attribute: &str) -> u16 {
+        match attribute {
+            "age_band" => self.age_band_edges.len() as u16 + 1,
+            _ => 2,
+        }
     }
 
     /// [`GroupingConfig::classify`] without a string: the group of each attribute as its index
@@ -179,10 +206,7 @@ impl GroupingConfig {
         out.extend([sex, age_band, foreign_worker]);
         for [first, second] in &self.intersections {
             let (one, other) = (out[index_of(first)], out[index_of(second)]);
-            let width = match second.as_str() {
-                "age_band" => self.age_band_edges.len() as u16 + 1,
-                _ => 2,
-            };
+            let width = self.group_count(second);
             out.push(if one == UNKNOWN_INDEX || other == UNKNOWN_INDEX { UNKNOWN_INDEX } else { one * width + other });
         }
     }
