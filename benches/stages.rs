@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot stages, on the German Credit rows and the committed model:
 //! Avro decode, validation + feature mapping, LightGBM scoring (single-row fast path vs one
-//! batch call), TreeSHAP reasons, the monitoring window update, audit row hashing, and a whole
+//! batch call), TreeSHAP reasons (alone, and with scoring for the adverse rows as a batch takes
+//! them), the monitoring window update, audit row hashing, and a whole
 //! 500-record batch through `process_batch` (everything a scoring thread does per batch).
 //!
 //! `cargo bench --bench stages` (or `make bench`); figures are per element where a throughput is set.
@@ -18,7 +19,7 @@ use credit_worker::codec::ApplicationDecoder;
 use credit_worker::config::WorkerConfig;
 use credit_worker::domain::append_feature_vector;
 use credit_worker::domain::GENESIS;
-use credit_worker::domain::{InputRecord, Outcome};
+use credit_worker::domain::{DecisionOutcome, InputRecord, Outcome};
 use credit_worker::domain::{LoanApplication, LOAN_APPLICATION};
 use credit_worker::model::ModelBundle;
 use credit_worker::model::Scorer;
@@ -132,6 +133,11 @@ fn stages(c: &mut Criterion) {
     let contributions = fixture.scorer.contributions(&fixture.rows).expect("contributions");
     group.bench_function("treeshap_contributions", |b| {
         b.iter(|| black_box(fixture.scorer.contributions(&fixture.rows).expect("contributions")))
+    });
+    let cutoffs = fixture.bundle.card.cutoffs;
+    let adverse = |probability: f64| cutoffs.decide(probability) != DecisionOutcome::Approve;
+    group.bench_function("score_and_explain_adverse", |b| {
+        b.iter(|| black_box(fixture.scorer.score_and_explain(&fixture.rows, adverse)))
     });
     group.bench_function("reason_selection", |b| {
         let card = &fixture.bundle.card;

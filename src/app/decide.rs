@@ -13,7 +13,7 @@ use crate::domain::{append_feature_vector, AdverseReason, AuditRow, DeadLetter, 
 use crate::domain::{
     DecisionOutcome, DomainError, EventTimePolicy, InputRecord, LoanApplication, Outcome, StoredReason,
 };
-use crate::model::{ModelBundle, Scorer};
+use crate::model::{ModelBundle, ScoredRows, Scorer};
 use crate::sources::Claim;
 
 /// What the batch needs besides its records.
@@ -114,21 +114,22 @@ pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRe
             Err(dead) => outcomes[index] = Some(Outcome::DeadLetter(dead)),
         }
     }
-    let mut scored = Vec::with_capacity(valid.len());
-    for (position, item) in valid.into_iter().enumerate() {
-        let row = &rows[position * width..(position + 1) * width];
-        match scorer.score_row(row) {
-            Ok(probability) if probability.is_finite() => scored.push((item, row, probability)),
-            Ok(_) => outcomes[item.index] = Some(scoring_failed("model returned a non-finite score".into())),
-            Err(error) => outcomes[item.index] = Some(scoring_failed(error.to_string())),
-        }
-    }
-    let reasons = adverse_reasons(scorer, context, &scored);
-    for ((item, row, probability), reasons) in scored.into_iter().zip(reasons) {
+    let cutoffs = &context.policy.cutoffs;
+    let adverse = |probability: f64| probability.is_finite() && cutoffs.decide(probability) != DecisionOutcome::Approve;
+    let scoring = scorer.score_and_explain(&rows, adverse);
+    let reasons = adverse_reasons(context, &rows, &scoring);
+    for (position, (item, (probability, reasons))) in
+        valid.into_iter().zip(scoring.probabilities.into_iter().zip(reasons)).enumerate()
+    {
         let index = item.index;
-        outcomes[index] = Some(match reasons {
-            Ok(reasons) => decide(context, &records[index], item, row, probability, reasons, processed_at),
-            Err(message) => scoring_failed(message),
+        let row = &rows[position * width..(position + 1) * width];
+        outcomes[index] = Some(match (probability, reasons) {
+            (Ok(probability), Ok(reasons)) if probability.is_finite() => {
+                decide(context, &records[index], item, row, probability, reasons, processed_at)
+            }
+            (Ok(probability), Err(message)) if probability.is_finite() => scoring_failed(message),
+            (Ok(_), _) => scoring_failed("model returned a non-finite score".into()),
+            (Err(error), _) => scoring_failed(error.to_string()),
         });
     }
     outcomes.into_iter().map(|outcome| outcome.expect("every record has an outcome")).collect()
@@ -138,31 +139,27 @@ fn scoring_failed(message: String) -> Outcome {
     Outcome::DeadLetter(DeadLetter { kind: "scoring_failed", message })
 }
 
-/// Reasons for every scored row that is not approved, from one TreeSHAP call over those rows.
+/// Per row of `rows`, its adverse-action reasons: none for a row `scoring` did not explain (an
+/// approval), the catalogue's selection from its contributions for one it did.
 fn adverse_reasons(
-    scorer: &Scorer,
     context: &BatchContext,
-    scored: &[(Valid, &[f64], f64)],
+    rows: &[f64],
+    scoring: &ScoredRows,
 ) -> Vec<Result<Vec<AdverseReason>, String>> {
     let model = &context.model;
-    let adverse: Vec<usize> = (0..scored.len())
-        .filter(|position| context.policy.cutoffs.decide(scored[*position].2) != DecisionOutcome::Approve)
-        .collect();
-    let matrix: Vec<f64> = adverse.iter().flat_map(|position| scored[*position].1.iter().copied()).collect();
-    let mut results: Vec<Result<Vec<AdverseReason>, String>> = vec![Ok(Vec::new()); scored.len()];
-    let stride = model.card.features.len() + 1;
-    match scorer.contributions(&matrix) {
+    let width = model.card.features.len();
+    let mut results: Vec<Result<Vec<AdverseReason>, String>> = vec![Ok(Vec::new()); scoring.probabilities.len()];
+    match &scoring.contributions {
         Ok(contributions) => {
-            for (slot, position) in adverse.into_iter().enumerate() {
-                let values = &contributions[slot * stride..(slot + 1) * stride];
-                let row = scored[position].1;
-                results[position] =
+            for (values, position) in contributions.chunks_exact(width + 1).zip(&scoring.explained) {
+                let row = &rows[position * width..(position + 1) * width];
+                results[*position] =
                     Ok(model.catalogue.reasons(&model.card.features, row, values, &model.card.feature_medians));
             }
         }
         Err(error) => {
-            for position in adverse {
-                results[position] = Err(format!("contribution prediction failed: {error}"));
+            for position in &scoring.explained {
+                results[*position] = Err(format!("contribution prediction failed: {error}"));
             }
         }
     }

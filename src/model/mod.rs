@@ -17,7 +17,7 @@ pub use bundle::{sha256_hex, ModelBundle};
 pub use card::{Histogram, ModelCard, TrainingHistograms, TrainingMetrics, TrainingProvenance};
 pub(crate) use lifecycle::{LoadedModel, ModelManager};
 pub use lifecycle::{ModelRef, ModelStatus};
-pub use scorer::{Scorer, CONTRIBUTION_TOLERANCE};
+pub use scorer::{ScoredRows, Scorer, CONTRIBUTION_TOLERANCE};
 
 /// File name of the model card inside a model directory.
 pub const MODEL_CARD_FILE: &str = "model_card.json";

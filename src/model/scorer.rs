@@ -87,6 +87,45 @@ impl Scorer {
         Ok(out)
     }
 
+    /// Probabilities of row-major `rows`, and the TreeSHAP contributions of the rows `explain`
+    /// picks by probability. The compiled trees find each row's decision patterns once for both.
+    pub fn score_and_explain(&self, rows: &[f64], explain: impl Fn(f64) -> bool) -> ScoredRows {
+        let count = rows.len() / self.feature_count;
+        let mut scored = ScoredRows {
+            probabilities: Vec::with_capacity(count),
+            explained: Vec::new(),
+            contributions: Ok(Vec::new()),
+        };
+        let Some(compiled) = &self.compiled else {
+            scored.probabilities.extend(rows.chunks_exact(self.feature_count).map(|row| self.score_row(row)));
+            scored.explained = (0..count)
+                .filter(|index| scored.probabilities[*index].as_ref().is_ok_and(|probability| explain(*probability)))
+                .collect();
+            let picked: Vec<f64> = (scored.explained.iter())
+                .flat_map(|index| &rows[index * self.feature_count..(index + 1) * self.feature_count])
+                .copied()
+                .collect();
+            scored.contributions = self.reference_contributions(&picked);
+            return scored;
+        };
+        let stride = self.feature_count + 1;
+        let scratch = &mut self.scratch.borrow_mut();
+        let mut contributions = Vec::new();
+        for (index, row) in rows.chunks_exact(self.feature_count).enumerate() {
+            let start = contributions.len();
+            contributions.resize(start + stride, 0.0);
+            let (probability, explained) = compiled.explain_if(row, &mut contributions[start..], scratch, &explain);
+            scored.probabilities.push(Ok(probability));
+            if explained {
+                scored.explained.push(index);
+            } else {
+                contributions.truncate(start);
+            }
+        }
+        scored.contributions = Ok(contributions);
+        scored
+    }
+
     /// LightGBM's own TreeSHAP contributions (the reference the compiled ones are checked against).
     pub fn reference_contributions(&self, rows: &[f64]) -> Result<Vec<f64>, ModelError> {
         if rows.is_empty() {
@@ -138,6 +177,17 @@ impl Scorer {
         }
         Ok(())
     }
+}
+
+/// A batch scored by [`Scorer::score_and_explain`].
+#[derive(Debug)]
+pub struct ScoredRows {
+    /// Per row: its probability of default, or why it has none.
+    pub probabilities: Vec<Result<f64, ModelError>>,
+    /// The rows explained, ascending.
+    pub explained: Vec<usize>,
+    /// Their contributions, `feature_count + 1` per explained row in that order, or why there are none.
+    pub contributions: Result<Vec<f64>, ModelError>,
 }
 
 /// Seeded probe rows: each value a split threshold of its feature, the next float either side, a

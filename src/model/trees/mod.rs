@@ -14,13 +14,15 @@
 //! `predict_contrib` up to rounding (a different summation order); [`super::scorer::Scorer`]
 //! checks both paths against LightGBM when it loads a model and uses them only if they agree.
 //! When every split is plain, the patterns of all trees come from per-feature interval tables
-//! ([`intervals`]) rather than from each tree's splits.
+//! ([`intervals`]) rather than from each tree's splits, and are read from flat tables ([`flat`]).
 
 mod build;
+mod flat;
 mod intervals;
 
 use super::ModelError;
 use build::tree;
+use flat::Flat;
 use intervals::{Intervals, Pattern};
 
 /// One leaf's TreeSHAP table.
@@ -75,7 +77,14 @@ pub struct CompiledTrees {
     trees: Vec<Tree>,
     feature_count: usize,
     sigmoid: f64,
-    intervals: Option<Intervals>,
+    fast: Option<Fast>,
+}
+
+/// The interval path: patterns from the interval tables, values from the flat tables.
+#[derive(Debug, Clone)]
+struct Fast {
+    intervals: Intervals,
+    flat: Flat,
 }
 
 /// Working memory reused across rows.
@@ -210,8 +219,10 @@ impl CompiledTrees {
         if trees.is_empty() {
             return Err(ModelError::NoTrees);
         }
-        let intervals = Intervals::build(&trees, feature_count);
-        Ok(Self { trees, feature_count, sigmoid, intervals })
+        let fast = Intervals::build(&trees, feature_count)
+            .zip(Flat::build(&trees, feature_count))
+            .map(|(intervals, flat)| Fast { intervals, flat });
+        Ok(Self { trees, feature_count, sigmoid, fast })
     }
 
     /// The split thresholds of each feature (probe material).
@@ -232,53 +243,62 @@ impl CompiledTrees {
 
     /// Probability of the positive class for one row (LightGBM's order of operations).
     pub fn probability(&self, row: &[f64], scratch: &mut Scratch) -> f64 {
-        let mut raw = 0.0;
-        match &self.intervals {
-            Some(intervals) => {
-                let patterns = self.patterns(intervals, row, scratch);
-                for (tree, pattern) in self.trees.iter().zip(patterns) {
-                    raw += match &tree.patterns {
-                        Some(table) => table.leaf_values[usize::from(*pattern)],
-                        None => tree.leaf_value[0],
-                    };
-                }
-            }
-            None => {
-                for tree in &self.trees {
-                    raw += tree.predict(row);
-                }
-            }
-        }
-        1.0 / (1.0 + (-self.sigmoid * raw).exp())
+        let raw = match &self.fast {
+            Some(fast) => fast.flat.raw(Self::patterns(fast, row, scratch)),
+            None => self.trees.iter().map(|tree| tree.predict(row)).fold(0.0, |raw, value| raw + value),
+        };
+        self.sigmoid(raw)
     }
 
     /// TreeSHAP contributions of one row into `out`: one per feature, then the bias (log-odds).
     pub fn contributions(&self, row: &[f64], out: &mut [f64], scratch: &mut Scratch) {
-        out.fill(0.0);
-        let (phi, bias) = out.split_at_mut(self.feature_count);
-        let Some(intervals) = &self.intervals else {
-            for tree in &self.trees {
-                bias[0] += tree.expected_value;
-                tree.add_contributions(row, phi, &mut scratch.decisions);
-            }
-            return;
-        };
-        let patterns = self.patterns(intervals, row, scratch);
-        for (tree, pattern) in self.trees.iter().zip(patterns) {
-            bias[0] += tree.expected_value;
-            if let Some(table) = &tree.patterns {
-                let k = table.features.len();
-                let start = usize::from(*pattern) * k;
-                for (feature, value) in table.features.iter().zip(&table.contributions[start..start + k]) {
-                    phi[*feature] += value;
+        match &self.fast {
+            Some(fast) => fast.flat.contributions(Self::patterns(fast, row, scratch), out),
+            None => {
+                out.fill(0.0);
+                let (phi, bias) = out.split_at_mut(self.feature_count);
+                for tree in &self.trees {
+                    bias[0] += tree.expected_value;
+                    tree.add_contributions(row, phi, &mut scratch.decisions);
                 }
             }
         }
     }
 
-    fn patterns<'a>(&self, intervals: &Intervals, row: &[f64], scratch: &'a mut Scratch) -> &'a [Pattern] {
-        scratch.patterns.resize(self.trees.len(), 0);
-        intervals.patterns(row, &mut scratch.patterns);
+    /// The probability of one row and, when `explain` holds for it, the row's contributions into
+    /// `out` (as [`Self::contributions`]) from the same decision patterns. The flag says whether
+    /// `out` was written.
+    pub fn explain_if(
+        &self,
+        row: &[f64],
+        out: &mut [f64],
+        scratch: &mut Scratch,
+        explain: impl FnOnce(f64) -> bool,
+    ) -> (f64, bool) {
+        let Some(fast) = &self.fast else {
+            let probability = self.probability(row, scratch);
+            let explained = explain(probability);
+            if explained {
+                self.contributions(row, out, scratch);
+            }
+            return (probability, explained);
+        };
+        let patterns = Self::patterns(fast, row, scratch);
+        let probability = self.sigmoid(fast.flat.raw(patterns));
+        let explained = explain(probability);
+        if explained {
+            fast.flat.contributions(patterns, out);
+        }
+        (probability, explained)
+    }
+
+    fn sigmoid(&self, raw: f64) -> f64 {
+        1.0 / (1.0 + (-self.sigmoid * raw).exp())
+    }
+
+    fn patterns<'a>(fast: &Fast, row: &[f64], scratch: &'a mut Scratch) -> &'a [Pattern] {
+        scratch.patterns.resize(fast.flat.trees(), 0);
+        fast.intervals.patterns(row, &mut scratch.patterns);
         &scratch.patterns
     }
 }
@@ -327,13 +347,13 @@ mod tests {
 
     /// On the committed model, the per-leaf path (used for trees too large to tabulate), the
     /// per-pattern path and the interval tables give the same probabilities, bit for bit, and the
-    /// same contributions.
+    /// same contributions, also when both come from one call (`explain_if`).
     #[test]
     fn pattern_tables_agree_with_leaf_tables() {
         let intervals = CompiledTrees::parse(include_str!("../../../models/credit-v1/model.txt")).unwrap();
-        assert!(intervals.intervals.is_some());
+        assert!(intervals.fast.is_some());
         let mut tabulated = intervals.clone();
-        tabulated.intervals = None;
+        tabulated.fast = None;
         let mut per_leaf = tabulated.clone();
         per_leaf.trees.iter_mut().for_each(|tree| tree.patterns = None);
         assert!(tabulated.trees.iter().all(|tree| tree.patterns.is_some()));
@@ -358,6 +378,14 @@ mod tests {
             intervals.contributions(&row, &mut c, scratch);
             assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-12), "row {index}: {a:?} vs {b:?}");
             assert_eq!(a, c, "row {index}: the interval tables find the same patterns");
+            for trees in [&intervals, &per_leaf] {
+                b.fill(f64::NAN);
+                let (explained, written) = trees.explain_if(&row, &mut b, scratch, |p| p.to_bits() == probability);
+                assert!(explained.to_bits() == probability && written, "row {index}: the same probability, explained");
+                assert!(b.iter().zip(&a).all(|(x, y)| (x - y).abs() < 1e-12), "row {index}: the same contributions");
+                let (_, written) = trees.explain_if(&row, &mut b, scratch, |_| false);
+                assert!(!written, "row {index}: not explained when not asked");
+            }
         }
     }
 }
