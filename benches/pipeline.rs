@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use common::{Deployment, WorkerProcess};
 use credit_devtools::scrape::Exposition;
-use procfs::{broker_pid, database_cpu_seconds, process_cpu_seconds};
+use procfs::{broker_pid, database_cpu_seconds, process_cpu_seconds, process_minor_faults};
 use serde::Serialize;
 
 /// Options (after `cargo bench --bench pipeline --`).
@@ -119,6 +119,8 @@ struct ScenarioReport {
     broker_cpu_microseconds_per_event: Option<f64>,
     /// PostgreSQL's CPU (every `postgres` process) during the drain, per audit row.
     database_cpu_microseconds_per_row: f64,
+    /// The worker's minor page faults during the drain, per decision.
+    minor_faults_per_decision: f64,
     peak_rss_mib: f64,
     latency: LatencyReport,
     /// Mean seconds per batch in each worker stage, over the whole run.
@@ -224,8 +226,8 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
         prefill::prefill(&deployment.database_url, prefilled_rows).await;
     }
 
-    // As the image runs it (Dockerfile): freed batch memory goes back to the OS at once.
-    let mut env = vec![("RUST_LOG", "warn"), ("MIMALLOC_PURGE_DELAY", "0")];
+    // As the image runs it (Dockerfile): no transparent huge pages under the allocator.
+    let mut env = vec![("RUST_LOG", "warn"), ("MIMALLOC_ALLOW_THP", "0")];
     let challenger = common::repo_root().join("models/credit-v2").display().to_string();
     if shadow {
         env.push(("CREDIT_WORKER__MODEL__SHADOW_DIRECTORY", challenger.as_str()));
@@ -236,16 +238,17 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     let worker = WorkerProcess::start_binary(&binary, &deployment, &env);
     let pid = worker.pid();
     let (first, cpu_at_first, broker_at_first) = wait_for_rows(&worker, 1.0, Duration::from_secs(120), broker).await;
-    let database_at_first = database_cpu_seconds();
+    let (database_at_first, faults_at_first) = (database_cpu_seconds(), process_minor_faults(pid));
     let (last, cpu_at_last, broker_at_last) =
         wait_for_rows(&worker, options.events as f64, Duration::from_secs(900), broker).await;
+    let faults = (process_minor_faults(pid) - faults_at_first) / options.events as f64;
     let database_cpu = (database_cpu_seconds() - database_at_first) / options.events as f64 * 1e6;
     let drain = (last - first).as_secs_f64().max(1e-3);
     let from_cold = (last - spawned).as_secs_f64();
     let drain_cpu = cpu_at_last - cpu_at_first;
     let broker_cpu = broker_at_first.zip(broker_at_last).map(|(a, b)| (b - a) / (2.0 * options.events as f64) * 1e6);
     eprintln!(
-        "   drained {} events in {drain:.2} s ({:.0} events/s), {:.2} µs CPU per decision",
+        "   drained {} events in {drain:.2} s ({:.0} events/s), {:.2} µs CPU and {faults:.3} page faults per decision",
         options.events,
         options.events as f64 / drain,
         drain_cpu / options.events as f64 * 1e6
@@ -321,6 +324,7 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
         cpu_seconds_total: cpu_at_last,
         broker_cpu_microseconds_per_event: broker_cpu,
         database_cpu_microseconds_per_row: database_cpu,
+        minor_faults_per_decision: faults,
         peak_rss_mib,
         latency: LatencyReport {
             offered_rate: options.rate,

@@ -13,6 +13,14 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / clock_ticks_per_second()
 }
 
+/// Minor page faults of a process so far (memory touched fresh: the cost of the allocator
+/// handing pages back to the OS and taking them again).
+pub fn process_minor_faults(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name: minflt is field 10 (1-based in proc(5)).
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(7)?.parse().ok()).unwrap_or(0.0)
+}
+
 /// CPU seconds of every `postgres` process so far (the server on this machine).
 pub fn database_cpu_seconds() -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
