@@ -108,20 +108,10 @@ impl Scorer {
             scored.contributions = self.reference_contributions(&picked);
             return scored;
         };
-        let stride = self.feature_count + 1;
-        let scratch = &mut self.scratch.borrow_mut();
-        let mut contributions = Vec::new();
-        for (index, row) in rows.chunks_exact(self.feature_count).enumerate() {
-            let start = contributions.len();
-            contributions.resize(start + stride, 0.0);
-            let (probability, explained) = compiled.explain_if(row, &mut contributions[start..], scratch, &explain);
-            scored.probabilities.push(Ok(probability));
-            if explained {
-                scored.explained.push(index);
-            } else {
-                contributions.truncate(start);
-            }
-        }
+        let (mut probabilities, mut contributions) = (Vec::with_capacity(count), Vec::new());
+        let scored_rows = (&mut probabilities, &mut scored.explained, &mut contributions);
+        compiled.explain_rows(rows, explain, scored_rows, &mut self.scratch.borrow_mut());
+        scored.probabilities = probabilities.into_iter().map(Ok).collect();
         scored.contributions = Ok(contributions);
         scored
     }

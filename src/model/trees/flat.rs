@@ -94,4 +94,27 @@ impl Flat {
         phi.copy_from_slice(&sums[..phi.len()]);
         *bias = self.bias;
     }
+
+    /// The contributions of several rows into `out` (`stride` values per row: one per feature,
+    /// then the bias), `patterns` holding [`Self::trees`] patterns per row. Tree by tree: each
+    /// tree's table is read for every row while it is in cache. Each value is summed in tree
+    /// order, as in [`Self::contributions`], so the bits are the same.
+    pub(super) fn contributions_batch(&self, patterns: &[Pattern], out: &mut [f64], stride: usize) {
+        let trees = self.headers.len();
+        out.fill(0.0);
+        for (tree, header) in self.headers.iter().enumerate() {
+            let width = usize::from(header.width);
+            let features = &header.features[..width];
+            let table = &self.contributions[header.start as usize..];
+            for (row, sums) in patterns.chunks_exact(trees).zip(out.chunks_exact_mut(stride)) {
+                let start = usize::from(row[tree]) * width;
+                for (feature, value) in features.iter().zip(&table[start..start + width]) {
+                    sums[usize::from(*feature)] += value;
+                }
+            }
+        }
+        for sums in out.chunks_exact_mut(stride) {
+            sums[stride - 1] = self.bias;
+        }
+    }
 }
