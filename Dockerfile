@@ -19,6 +19,7 @@ RUN python3 -m venv /opt/tools \
  && /opt/tools/bin/pip install -q --disable-pip-version-check --require-hashes -r scripts/requirements-tools.txt
 ENV PATH=/opt/tools/bin:$PATH
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo .cargo
 COPY src src
 COPY devtools devtools
 COPY migrations migrations

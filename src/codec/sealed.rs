@@ -173,6 +173,44 @@ mod tests {
         ProtectedKeys::parse(text).unwrap()
     }
 
+    /// The cipher seals as the published XChaCha20-Poly1305 vectors say, on the portable
+    /// backends `.cargo/config.toml` selects: draft-irtf-cfrg-xchacha-03 A.3.1 (114 bytes) and
+    /// Wycheproof's one-byte case (short texts are what is sealed here).
+    #[test]
+    fn seals_the_published_vectors() {
+        let cases = [
+            (
+                "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
+                "404142434445464748494a4b4c4d4e4f5051525354555657",
+                "50515253c0c1c2c3c4c5c6c7",
+                hex::encode(
+                    "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the \
+                             future, sunscreen would be it.",
+                ),
+                "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4aa6440bf3a82f4eda7e39\
+                 ae64c6708c54c216cb96b72e1213b4522f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff9\
+                 21f9664c97637da9768812f615c68b13b52ec0875924c1c7987947deafd8780acf49",
+            ),
+            (
+                "303ccb2e1567c3d9f629a5c632dbc62a9a82c525674f67988b31bd1dee990538",
+                "05188738844ab90a8b11beef38eaec3e100d8f4f85ae7a41",
+                "",
+                "62".into(),
+                "45d15734f984d749fa3f0550a70c43dddf",
+            ),
+        ];
+        for (key, nonce, aad, plain, sealed) in cases {
+            let cipher = XChaCha20Poly1305::new_from_slice(&hex::decode(key).unwrap()).unwrap();
+            let nonce: [u8; NONCE] = hex::decode(nonce).unwrap().try_into().unwrap();
+            let mut text = hex::decode(plain).unwrap();
+            let tag = cipher
+                .encrypt_inout_detached(&XNonce::from(nonce), &hex::decode(aad).unwrap(), (&mut text[..]).into())
+                .unwrap();
+            text.extend_from_slice(&tag);
+            assert_eq!(hex::encode(text), sealed);
+        }
+    }
+
     fn attributes() -> ProtectedAttributes {
         ProtectedAttributes {
             personal_status_and_sex: Some("female : divorced/separated/married".into()),
