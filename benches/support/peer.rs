@@ -92,6 +92,8 @@ pub async fn run(events: usize) -> PeerRun {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     pool.close().await;
+    // The peer's backend has exited with it: its CPU is now with the postmaster's reaped children.
+    cpu_last.2 = database_cpu_seconds();
     let output = child.wait_with_output().expect("the peer's output");
     let text = String::from_utf8_lossy(&output.stdout);
     let events_per_second = text

@@ -21,14 +21,25 @@ pub fn process_minor_faults(pid: u32) -> f64 {
     stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(7)?.parse().ok()).unwrap_or(0.0)
 }
 
-/// CPU seconds of every `postgres` process so far (the server on this machine).
+/// CPU seconds of every `postgres` process so far (the server on this machine), with those of
+/// the backends that have exited (the postmaster's reaped children), so a client's backend still
+/// counts after the client disconnects.
 pub fn database_cpu_seconds() -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "postgres"))
-        .map(process_cpu_seconds)
+        .map(|pid| process_cpu_seconds(pid) + reaped_children_cpu_seconds(pid))
         .sum()
+}
+
+/// User + system CPU seconds of a process's children that it has waited for.
+fn reaped_children_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|value| value.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the command name: cutime is field 16 and cstime 17 (1-based in proc(5)).
+    (ticks(13) + ticks(14)) / clock_ticks_per_second()
 }
 
 /// `getconf CLK_TCK`, asked once.
