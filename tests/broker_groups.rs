@@ -37,6 +37,7 @@ fn join(group: &str, topic: &str, seen: Arc<Mutex<Seen>>) -> tokio::task::JoinHa
         session_timeout_ms: 6000,
         instance_id: None,
         transactional: false,
+        fetch_wait_max_ms: 10,
         client_properties: &properties,
     };
     let (source, mut events) = Source::subscribe(&options, None, None).unwrap();

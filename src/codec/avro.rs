@@ -39,11 +39,11 @@ pub struct ApplicationDecoder<'s> {
 impl<'s> ApplicationDecoder<'s> {
     /// Prepares a reader per (schema id, writer schema); a schema that cannot be prepared fails its records.
     pub fn new(writer_schemas: impl IntoIterator<Item = (u32, &'s Schema)>) -> Self {
-        let reader_form = LOAN_APPLICATION.canonical_form();
         let readers = writer_schemas
             .into_iter()
             .filter_map(|(id, writer_schema)| {
-                let reader = if writer_schema.canonical_form() == reader_form {
+                // apache-avro's structural comparison: no canonical form built per batch.
+                let reader = if *writer_schema == *LOAN_APPLICATION {
                     BodyReader::Direct(GenericDatumReader::builder(writer_schema).build().ok()?)
                 } else {
                     BodyReader::Resolving {
@@ -93,9 +93,9 @@ fn classify(schema_id: u32, error: &apache_avro::Error) -> CodecError {
 }
 
 /// Decodes a `LoanOutcome` body written with `writer_schema`, which must be the bundled
-/// `LoanOutcome` schema (compared in canonical form).
+/// `LoanOutcome` schema (compared structurally: names, fields and types in order).
 pub fn decode_outcome(schema_id: u32, writer_schema: &Schema, body: &[u8]) -> Result<LoanOutcome, CodecError> {
-    if writer_schema.canonical_form() != LOAN_OUTCOME.canonical_form() {
+    if *writer_schema != *LOAN_OUTCOME {
         return Err(CodecError::IncompatibleSchema { id: schema_id, reason: "not the LoanOutcome schema".into() });
     }
     let reader = GenericDatumReader::builder(writer_schema)

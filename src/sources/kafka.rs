@@ -113,6 +113,10 @@ pub struct SourceOptions<'a> {
     /// Offsets are committed in Kafka transactions (no auto-commit; `read_committed`), rather
     /// than stored with [`Source::store`] and auto-committed.
     pub transactional: bool,
+    /// Longest wait of a fetch for records (`fetch.wait.max.ms`). A broker that does not answer
+    /// a long poll early (Tansu) holds records up to this long, and every empty poll costs it
+    /// CPU: short for the input, long for a topic whose latency does not matter.
+    pub fetch_wait_max_ms: u32,
     pub client_properties: &'a BTreeMap<String, String>,
 }
 
@@ -142,9 +146,8 @@ impl Source {
             .set("session.timeout.ms", session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
             .set("partition.assignment.strategy", "cooperative-sticky")
-            // Bounds the wait of a long poll that a broker does not wake early (Tansu does not);
-            // overridable through kafka.client_properties.
-            .set("fetch.wait.max.ms", "10")
+            // Overridable through kafka.client_properties.
+            .set("fetch.wait.max.ms", options.fetch_wait_max_ms.to_string())
             // Bounds the prefetched backlog in memory (librdkafka's default is 64 MiB).
             .set("queued.max.messages.kbytes", "16384")
             .set("statistics.interval.ms", "5000");

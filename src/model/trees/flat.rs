@@ -1,15 +1,12 @@
 //! Every tree's pattern tables laid out flat for the interval path: one array of leaf values and
 //! one of contributions, indexed per tree by its pattern, and a small per-tree header (where its
 //! values start, its width, its features as bytes). A row then reads one leaf value and one run
-//! of contributions per tree with no pointer chasing, and adds the contributions into a fixed
-//! local accumulator (no bounds checks). The additions happen in the same order as with the
-//! per-tree tables, so the bits are the same.
+//! of contributions per tree with no pointer chasing. The additions happen in the same order as
+//! with the per-tree tables, so the bits are the same.
 
 use super::intervals::Pattern;
 use super::Tree;
 
-/// Widest feature index the accumulator holds (features are bytes masked to it).
-const SLOTS: usize = 64;
 /// Most distinct features a tabulated tree can have (it has at most this many splits).
 const MAX_WIDTH: usize = 16;
 
@@ -34,9 +31,10 @@ pub(super) struct Flat {
 }
 
 impl Flat {
-    /// The flat tables of `trees`, if every tree with splits is tabulated and every feature fits.
+    /// The flat tables of `trees`, if every tree with splits is tabulated and every feature index
+    /// fits a byte.
     pub(super) fn build(trees: &[Tree], feature_count: usize) -> Option<Self> {
-        if feature_count > SLOTS {
+        if feature_count > usize::from(u8::MAX) + 1 {
             return None;
         }
         let (mut headers, mut leaf_values, mut contributions, mut bias) = (Vec::new(), Vec::new(), Vec::new(), 0.0);
@@ -82,23 +80,13 @@ impl Flat {
     /// The contributions of a row whose patterns are `patterns` into `out` (one per feature, then
     /// the bias), which must have `feature_count + 1` values.
     pub(super) fn contributions(&self, patterns: &[Pattern], out: &mut [f64]) {
-        let mut sums = [0.0f64; SLOTS];
-        for (header, pattern) in self.headers.iter().zip(patterns) {
-            let width = usize::from(header.width);
-            let start = header.start as usize + usize::from(*pattern) * width;
-            for (feature, value) in header.features.iter().zip(&self.contributions[start..start + width]) {
-                sums[usize::from(*feature) % SLOTS] += value;
-            }
-        }
-        let (bias, phi) = out.split_last_mut().expect("one value per feature and the bias");
-        phi.copy_from_slice(&sums[..phi.len()]);
-        *bias = self.bias;
+        self.contributions_batch(patterns, out, out.len());
     }
 
     /// The contributions of several rows into `out` (`stride` values per row: one per feature,
     /// then the bias), `patterns` holding [`Self::trees`] patterns per row. Tree by tree: each
-    /// tree's table is read for every row while it is in cache. Each value is summed in tree
-    /// order, as in [`Self::contributions`], so the bits are the same.
+    /// tree's table is read for every row while it is in cache. Each value is summed from 0.0 in
+    /// tree order, as with the per-tree tables, so the bits are the same.
     pub(super) fn contributions_batch(&self, patterns: &[Pattern], out: &mut [f64], stride: usize) {
         let trees = self.headers.len();
         out.fill(0.0);

@@ -267,37 +267,10 @@ impl CompiledTrees {
         }
     }
 
-    /// The probability of one row and, when `explain` holds for it, the row's contributions into
-    /// `out` (as [`Self::contributions`]) from the same decision patterns. The flag says whether
-    /// `out` was written.
-    pub fn explain_if(
-        &self,
-        row: &[f64],
-        out: &mut [f64],
-        scratch: &mut Scratch,
-        explain: impl FnOnce(f64) -> bool,
-    ) -> (f64, bool) {
-        let Some(fast) = &self.fast else {
-            let probability = self.probability(row, scratch);
-            let explained = explain(probability);
-            if explained {
-                self.contributions(row, out, scratch);
-            }
-            return (probability, explained);
-        };
-        let patterns = Self::patterns(fast, row, scratch);
-        let probability = self.sigmoid(fast.flat.raw(patterns));
-        let explained = explain(probability);
-        if explained {
-            fast.flat.contributions(patterns, out);
-        }
-        (probability, explained)
-    }
-
-    /// [`Self::explain_if`] over row-major `rows`: each probability into `probabilities`, the
-    /// rows `explain` holds for into `explained`, and their contributions appended to
-    /// `contributions`. Over the interval tables the contributions are gathered for all those
-    /// rows at once, tree by tree.
+    /// The probabilities of row-major `rows` into `probabilities`, the rows `explain` holds for
+    /// into `explained`, and their contributions (as [`Self::contributions`]) appended to
+    /// `contributions`. Over the interval tables each row's decision patterns are found once for
+    /// both, and the contributions are gathered for all those rows at once, tree by tree.
     pub fn explain_rows(
         &self,
         rows: &[f64],
@@ -309,14 +282,13 @@ impl CompiledTrees {
         let stride = self.feature_count + 1;
         let Some(fast) = &self.fast else {
             for (index, row) in rows.chunks_exact(self.feature_count).enumerate() {
-                let start = contributions.len();
-                contributions.resize(start + stride, 0.0);
-                let (probability, written) = self.explain_if(row, &mut contributions[start..], scratch, &explain);
+                let probability = self.probability(row, scratch);
                 probabilities.push(probability);
-                if written {
+                if explain(probability) {
                     explained.push(index);
-                } else {
-                    contributions.truncate(start);
+                    let start = contributions.len();
+                    contributions.resize(start + stride, 0.0);
+                    self.contributions(row, &mut contributions[start..], scratch);
                 }
             }
             return;

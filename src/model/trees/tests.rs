@@ -31,8 +31,7 @@ fn refuses_what_it_cannot_reproduce() {
 
 /// On the committed model, the per-leaf path (used for trees too large to tabulate), the
 /// per-pattern path and the interval tables give the same probabilities, bit for bit, and the
-/// same contributions, also when both come from one call (`explain_if`) or from one call
-/// for a whole batch (`explain_rows`).
+/// same contributions, also when both come from one call for a whole batch (`explain_rows`).
 #[test]
 fn pattern_tables_agree_with_leaf_tables() {
     let intervals = CompiledTrees::parse(include_str!("../../../models/credit-v1/model.txt")).unwrap();
@@ -65,12 +64,18 @@ fn pattern_tables_agree_with_leaf_tables() {
         assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-12), "row {index}: {a:?} vs {b:?}");
         assert_eq!(a, c, "row {index}: the interval tables find the same patterns");
         for trees in [&intervals, &per_leaf] {
-            b.fill(f64::NAN);
-            let (explained, written) = trees.explain_if(&row, &mut b, scratch, |p| p.to_bits() == probability);
-            assert!(explained.to_bits() == probability && written, "row {index}: the same probability, explained");
-            assert!(b.iter().zip(&a).all(|(x, y)| (x - y).abs() < 1e-12), "row {index}: the same contributions");
-            let (_, written) = trees.explain_if(&row, &mut b, scratch, |_| false);
-            assert!(!written, "row {index}: not explained when not asked");
+            let (mut probabilities, mut explained, mut contributions) = (Vec::new(), Vec::new(), Vec::new());
+            let scored = (&mut probabilities, &mut explained, &mut contributions);
+            trees.explain_rows(&row, |p| p.to_bits() == probability, scored, scratch);
+            assert!(probabilities[0].to_bits() == probability && explained == [0], "row {index}: explained");
+            assert!(
+                contributions.iter().zip(&a).all(|(x, y)| (x - y).abs() < 1e-12),
+                "row {index}: the same contributions"
+            );
+            assert_eq!(contributions.len(), a.len(), "row {index}");
+            let (mut probabilities, mut explained, mut contributions) = (Vec::new(), Vec::new(), Vec::new());
+            trees.explain_rows(&row, |_| false, (&mut probabilities, &mut explained, &mut contributions), scratch);
+            assert!(explained.is_empty() && contributions.is_empty(), "row {index}: not explained when not asked");
         }
         all_rows.extend_from_slice(&row);
     }
@@ -81,10 +86,11 @@ fn pattern_tables_agree_with_leaf_tables() {
         let mut slots = contributions.chunks_exact(width + 1);
         assert!(!explained.is_empty() && explained.len() < 500, "some rows explained, not all");
         for (index, row) in all_rows.chunks_exact(width).enumerate() {
-            let (probability, written) = trees.explain_if(row, &mut b, scratch, adverse);
+            let probability = trees.probability(row, scratch);
             assert_eq!(probabilities[index].to_bits(), probability.to_bits(), "row {index}");
-            assert_eq!(explained.contains(&index), written, "row {index}");
-            if written {
+            assert_eq!(explained.contains(&index), adverse(probability), "row {index}");
+            if adverse(probability) {
+                trees.contributions(row, &mut b, scratch);
                 assert_eq!(slots.next().unwrap(), &b[..], "row {index}: the batch gathers the same bits");
             }
         }
