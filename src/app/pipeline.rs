@@ -1,7 +1,9 @@
 //! The pipeline: the intake decodes, scores and decides the next batch on a scoring thread while
 //! the sink makes earlier ones durable, joined by a bounded queue of
 //! `pipeline.batches_in_flight` batches. The sink audits batches in order (all that are waiting
-//! at once), and announces each, with its offsets, once it is audited, while the next is audited.
+//! at once), and announces them, with their offsets, once they are audited (all that are
+//! waiting at once), while the next are audited: an audit never waits for an announcement
+//! unless `pipeline.batches_in_flight` audited batches wait.
 //! Shadow scoring runs behind the sink, on its own queue: a slow challenger never delays a batch
 //! unless that queue is full.
 
@@ -73,13 +75,71 @@ pub(super) struct AuditedBatch {
     pub(super) counts: BucketCounts,
 }
 
+/// Whether batches of `earlier` and `later` epochs may be finished as one: every partition both
+/// hold records of has the same epoch (was not revoked and assigned again between them).
+fn same_assignment(earlier: &HashMap<i32, u64>, later: &HashMap<i32, u64>) -> bool {
+    later.iter().all(|(partition, epoch)| earlier.get(partition).is_none_or(|own| own == epoch))
+}
+
+impl DecidedBatch {
+    /// Appends `next` (decided after this one), so both are audited in one transaction; gives it
+    /// back if a partition changed hands between them.
+    fn absorb(&mut self, next: DecidedBatch) -> Result<(), DecidedBatch> {
+        if !same_assignment(&self.epochs, &next.epochs) {
+            return Err(next);
+        }
+        self.records.extend(next.records);
+        self.outcomes.extend(next.outcomes);
+        self.epochs.extend(next.epochs);
+        Ok(())
+    }
+}
+
+impl AuditedBatch {
+    /// Appends `next` (audited after this one), so both are announced in one Kafka transaction;
+    /// gives it back if a partition changed hands between them.
+    fn absorb(&mut self, next: AuditedBatch) -> Result<(), AuditedBatch> {
+        if !same_assignment(&self.epochs, &next.epochs) {
+            return Err(next);
+        }
+        let shift = self.outcomes.len();
+        self.new_rows.extend(next.new_rows.iter().map(|position| position + shift));
+        self.records.extend(next.records);
+        self.outcomes.extend(next.outcomes);
+        self.epochs.extend(next.epochs);
+        self.counts.extend(next.counts);
+        Ok(())
+    }
+}
+
+/// Receives the next batch, with every batch queued behind it that it can absorb; one that it
+/// cannot is kept in `held` for the next call.
+async fn next_merged<T>(
+    queue: &mut tokio::sync::mpsc::Receiver<T>,
+    held: &mut Option<T>,
+    absorb: impl Fn(&mut T, T) -> Result<(), T>,
+) -> Option<T> {
+    let mut batch = match held.take() {
+        Some(batch) => batch,
+        None => queue.recv().await?,
+    };
+    while let Ok(next) = queue.try_recv() {
+        if let Err(next) = absorb(&mut batch, next) {
+            *held = Some(next);
+            break;
+        }
+    }
+    Some(batch)
+}
+
 impl Pipeline {
     /// Runs both stages until shutdown; on shutdown the intake stops and the queued batches are
     /// finished (or left for redelivery).
     pub async fn run(self) -> anyhow::Result<()> {
         let max_records = self.config.pipeline.batch_max_records;
         let max_wait = Duration::from_millis(self.config.pipeline.batch_max_wait_ms);
-        let (decided, mut to_finish) = tokio::sync::mpsc::channel(self.config.pipeline.batches_in_flight);
+        let in_flight = self.config.pipeline.batches_in_flight;
+        let (decided, mut to_finish) = tokio::sync::mpsc::channel(in_flight);
         // Each stage is a task of its own: a stage blocking its thread on librdkafka (in
         // `block_in_place`) leaves the others running.
         let shared = Arc::new(self);
@@ -101,19 +161,14 @@ impl Pipeline {
                 }
             }
         };
-        // The sink is two stages: the audit transaction of a batch overlaps the announcement of
-        // the one before (one waits between them, so batches are announced in audit order).
-        let (audited, mut to_announce) = tokio::sync::mpsc::channel::<AuditedBatch>(1);
+        // The sink is two stages: batches are audited while earlier ones are announced, and
+        // announced in audit order. Batches that queued up behind a slow stage are finished
+        // together: one audit transaction (one commit to wait for), or one Kafka transaction.
+        let (audited, mut to_announce) = tokio::sync::mpsc::channel::<AuditedBatch>(in_flight);
         let pipeline = Arc::clone(&shared);
         let audit = async move {
-            while let Some(mut batch) = to_finish.recv().await {
-                // Batches that queued up behind a slow sink are finished together: one audit
-                // transaction (one commit to wait for) and one announcement for all of them.
-                while let Ok(next) = to_finish.try_recv() {
-                    batch.records.extend(next.records);
-                    batch.outcomes.extend(next.outcomes);
-                    batch.epochs.extend(next.epochs);
-                }
+            let mut held = None;
+            while let Some(batch) = next_merged(&mut to_finish, &mut held, DecidedBatch::absorb).await {
                 let span = info_span!("audit", records = batch.records.len());
                 let Ok(batch) = pipeline.audit_batch(batch).instrument(span).await else {
                     warn!("shutdown during a failing batch: its offsets (and later ones) were not stored; they will be redelivered");
@@ -128,7 +183,8 @@ impl Pipeline {
         };
         let pipeline = Arc::clone(&shared);
         let announce = async move {
-            while let Some(batch) = to_announce.recv().await {
+            let mut held = None;
+            while let Some(batch) = next_merged(&mut to_announce, &mut held, AuditedBatch::absorb).await {
                 let span = info_span!("announce", records = batch.records.len());
                 if pipeline.finish_batch(batch, &to_shadow).instrument(span).await.is_err() {
                     warn!("shutdown while announcing a batch: its offsets (and later ones) were not stored; it will be redelivered and its stored decisions announced");
@@ -233,5 +289,57 @@ impl Pipeline {
 
     pub(super) fn observe_stage(&self, stage: &str, started: Instant) {
         self.metrics.stage_seconds.with_label_values(&[stage]).observe(started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decided(partition: i32, offsets: std::ops::Range<i64>, epoch: u64) -> DecidedBatch {
+        let records: Vec<InputRecord> = offsets
+            .map(|offset| InputRecord {
+                topic: Arc::from("in"),
+                partition,
+                offset,
+                key: None,
+                value: None,
+                consumed_at: chrono::Utc::now(),
+            })
+            .collect();
+        let outcomes = records.iter().map(|_| Outcome::Announced).collect();
+        DecidedBatch { records, outcomes, epochs: HashMap::from([(partition, epoch)]) }
+    }
+
+    /// Batches queued behind a slow sink are merged only while every partition they share has
+    /// the same epoch: a batch decided before its partition was revoked and assigned again must
+    /// not pass as one of the new assignment (its records would be audited and announced again
+    /// beside their redelivered copies).
+    #[test]
+    fn batches_merge_only_within_one_assignment() {
+        let mut first = decided(3, 0..2, 5);
+        assert!(first.absorb(decided(3, 2..4, 5)).is_ok());
+        assert!(first.absorb(decided(4, 0..1, 9)).is_ok());
+        assert_eq!(first.records.len(), 5);
+        assert_eq!(first.epochs, HashMap::from([(3, 5), (4, 9)]));
+        let reassigned = first.absorb(decided(3, 2..6, 6)).expect_err("partition 3 changed hands");
+        assert_eq!((reassigned.records.len(), reassigned.epochs[&3]), (4, 6));
+        assert_eq!((first.records.len(), first.epochs[&3]), (5, 5), "the earlier batch is unchanged");
+    }
+
+    /// Audited batches announced together keep each new row's position and every count.
+    #[test]
+    fn audited_batches_merge_positions_and_counts() {
+        let audited = |partition, offsets, epoch, new_rows, watermark| {
+            let DecidedBatch { records, outcomes, epochs } = decided(partition, offsets, epoch);
+            let counts = BucketCounts { watermarks: vec![(partition, watermark)], ..BucketCounts::default() };
+            AuditedBatch { records, outcomes, epochs, new_rows, counts }
+        };
+        let mut first = audited(1, 0..3, 2, vec![0, 2], 10);
+        assert!(first.absorb(audited(2, 0..2, 7, vec![1], 20)).is_ok());
+        assert_eq!(first.new_rows, [0, 2, 4]);
+        assert_eq!(first.counts.watermarks, [(1, 10), (2, 20)]);
+        assert!(first.absorb(audited(1, 3..4, 3, vec![0], 30)).is_err());
+        assert_eq!(first.records.len(), 5);
     }
 }

@@ -177,7 +177,8 @@ pub struct PipelineConfig {
     /// Longest wait for more records once a batch has one; 0: the batch takes what the consumer
     /// has fetched already and closes (under load that fills it, under light load nothing waits).
     pub batch_max_wait_ms: u64,
-    /// Decided batches that may wait for their sinks while the next one is scored (at least 1).
+    /// Decided batches that may wait for their audit while the next one is scored, and audited
+    /// batches that may wait for their announcement while the next is audited (1 to 16).
     #[serde(default = "default_batches_in_flight")]
     pub batches_in_flight: usize,
     /// First retry delay when a sink fails.

@@ -31,3 +31,12 @@ pub struct BucketCounts {
     /// (partition, latest event time in ms) of the batch's decisions.
     pub watermarks: Vec<(i32, i64)>,
 }
+
+impl BucketCounts {
+    /// Adds `other`'s counts (entries for the same bucket add up where they are recorded).
+    pub fn extend(&mut self, other: BucketCounts) {
+        self.fairness.extend(other.fairness);
+        self.drift.extend(other.drift);
+        self.watermarks.extend(other.watermarks);
+    }
+}
