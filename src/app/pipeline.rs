@@ -75,59 +75,62 @@ pub(super) struct AuditedBatch {
     pub(super) counts: BucketCounts,
 }
 
-/// Whether batches of `earlier` and `later` epochs may be finished as one: every partition both
-/// hold records of has the same epoch (was not revoked and assigned again between them).
-fn same_assignment(earlier: &HashMap<i32, u64>, later: &HashMap<i32, u64>) -> bool {
-    later.iter().all(|(partition, epoch)| earlier.get(partition).is_none_or(|own| own == epoch))
+/// A batch that batches queued behind it can join, to be finished as one.
+trait Merge: Sized {
+    /// The assignment epoch of each partition the batch holds records of.
+    fn epochs(&self) -> &HashMap<i32, u64>;
+    /// Appends `next` (the batch after this one).
+    fn absorb(&mut self, next: Self);
 }
 
-impl DecidedBatch {
-    /// Appends `next` (decided after this one), so both are audited in one transaction; gives it
-    /// back if a partition changed hands between them.
-    fn absorb(&mut self, next: DecidedBatch) -> Result<(), DecidedBatch> {
-        if !same_assignment(&self.epochs, &next.epochs) {
-            return Err(next);
-        }
+impl Merge for DecidedBatch {
+    fn epochs(&self) -> &HashMap<i32, u64> {
+        &self.epochs
+    }
+
+    fn absorb(&mut self, next: DecidedBatch) {
         self.records.extend(next.records);
         self.outcomes.extend(next.outcomes);
         self.epochs.extend(next.epochs);
-        Ok(())
     }
 }
 
-impl AuditedBatch {
-    /// Appends `next` (audited after this one), so both are announced in one Kafka transaction;
-    /// gives it back if a partition changed hands between them.
-    fn absorb(&mut self, next: AuditedBatch) -> Result<(), AuditedBatch> {
-        if !same_assignment(&self.epochs, &next.epochs) {
-            return Err(next);
-        }
+impl Merge for AuditedBatch {
+    fn epochs(&self) -> &HashMap<i32, u64> {
+        &self.epochs
+    }
+
+    fn absorb(&mut self, next: AuditedBatch) {
         let shift = self.outcomes.len();
         self.new_rows.extend(next.new_rows.iter().map(|position| position + shift));
         self.records.extend(next.records);
         self.outcomes.extend(next.outcomes);
         self.epochs.extend(next.epochs);
         self.counts.extend(next.counts);
-        Ok(())
     }
 }
 
-/// Receives the next batch, with every batch queued behind it that it can absorb; one that it
-/// cannot is kept in `held` for the next call.
-async fn next_merged<T>(
-    queue: &mut tokio::sync::mpsc::Receiver<T>,
-    held: &mut Option<T>,
-    absorb: impl Fn(&mut T, T) -> Result<(), T>,
-) -> Option<T> {
+/// Whether `later` may join `earlier`: every partition both hold records of has the same epoch
+/// (was not revoked and assigned again between them). Otherwise records decided under the old
+/// assignment would pass as the new one's, beside their redelivered copies.
+fn same_assignment<T: Merge>(earlier: &T, later: &T) -> bool {
+    let earlier = earlier.epochs();
+    later.epochs().iter().all(|(partition, epoch)| earlier.get(partition).is_none_or(|own| own == epoch))
+}
+
+/// Receives the next batch, joined by every batch queued behind it of the same assignment; one
+/// of another is kept in `held` for the next call.
+async fn next_merged<T: Merge>(queue: &mut tokio::sync::mpsc::Receiver<T>, held: &mut Option<T>) -> Option<T> {
     let mut batch = match held.take() {
         Some(batch) => batch,
         None => queue.recv().await?,
     };
     while let Ok(next) = queue.try_recv() {
-        if let Err(next) = absorb(&mut batch, next) {
+        if !same_assignment(&batch, &next) {
             *held = Some(next);
             break;
         }
+        batch.absorb(next);
     }
     Some(batch)
 }
@@ -168,7 +171,7 @@ impl Pipeline {
         let pipeline = Arc::clone(&shared);
         let audit = async move {
             let mut held = None;
-            while let Some(batch) = next_merged(&mut to_finish, &mut held, DecidedBatch::absorb).await {
+            while let Some(batch) = next_merged(&mut to_finish, &mut held).await {
                 let span = info_span!("audit", records = batch.records.len());
                 let Ok(batch) = pipeline.audit_batch(batch).instrument(span).await else {
                     warn!("shutdown during a failing batch: its offsets (and later ones) were not stored; they will be redelivered");
@@ -184,7 +187,7 @@ impl Pipeline {
         let pipeline = Arc::clone(&shared);
         let announce = async move {
             let mut held = None;
-            while let Some(batch) = next_merged(&mut to_announce, &mut held, AuditedBatch::absorb).await {
+            while let Some(batch) = next_merged(&mut to_announce, &mut held).await {
                 let span = info_span!("announce", records = batch.records.len());
                 if pipeline.finish_batch(batch, &to_shadow).instrument(span).await.is_err() {
                     warn!("shutdown while announcing a batch: its offsets (and later ones) were not stored; it will be redelivered and its stored decisions announced");
@@ -318,13 +321,29 @@ mod tests {
     #[test]
     fn batches_merge_only_within_one_assignment() {
         let mut first = decided(3, 0..2, 5);
-        assert!(first.absorb(decided(3, 2..4, 5)).is_ok());
-        assert!(first.absorb(decided(4, 0..1, 9)).is_ok());
+        for next in [decided(3, 2..4, 5), decided(4, 0..1, 9)] {
+            assert!(same_assignment(&first, &next));
+            first.absorb(next);
+        }
         assert_eq!(first.records.len(), 5);
         assert_eq!(first.epochs, HashMap::from([(3, 5), (4, 9)]));
-        let reassigned = first.absorb(decided(3, 2..6, 6)).expect_err("partition 3 changed hands");
-        assert_eq!((reassigned.records.len(), reassigned.epochs[&3]), (4, 6));
-        assert_eq!((first.records.len(), first.epochs[&3]), (5, 5), "the earlier batch is unchanged");
+        assert!(!same_assignment(&first, &decided(3, 2..6, 6)), "partition 3 changed hands");
+    }
+
+    /// Queued batches are taken together up to the first of another assignment, which comes next.
+    #[tokio::test]
+    async fn a_batch_of_another_assignment_waits_for_the_next_turn() {
+        let (sender, mut queue) = tokio::sync::mpsc::channel(4);
+        for batch in [decided(3, 0..2, 5), decided(4, 0..1, 9), decided(3, 2..6, 6), decided(3, 6..7, 6)] {
+            sender.send(batch).await.unwrap();
+        }
+        drop(sender);
+        let mut held = None;
+        let first = next_merged(&mut queue, &mut held).await.unwrap();
+        assert_eq!((first.records.len(), first.epochs[&3]), (3, 5));
+        let second = next_merged(&mut queue, &mut held).await.unwrap();
+        assert_eq!((second.records.len(), second.epochs[&3]), (5, 6));
+        assert!(next_merged(&mut queue, &mut held).await.is_none());
     }
 
     /// Audited batches announced together keep each new row's position and every count.
@@ -336,10 +355,9 @@ mod tests {
             AuditedBatch { records, outcomes, epochs, new_rows, counts }
         };
         let mut first = audited(1, 0..3, 2, vec![0, 2], 10);
-        assert!(first.absorb(audited(2, 0..2, 7, vec![1], 20)).is_ok());
+        first.absorb(audited(2, 0..2, 7, vec![1], 20));
         assert_eq!(first.new_rows, [0, 2, 4]);
         assert_eq!(first.counts.watermarks, [(1, 10), (2, 20)]);
-        assert!(first.absorb(audited(1, 3..4, 3, vec![0], 30)).is_err());
         assert_eq!(first.records.len(), 5);
     }
 }
