@@ -4,21 +4,29 @@ use std::path::PathBuf;
 
 use crate::common;
 
-/// User + system CPU seconds of a process so far.
-pub fn process_cpu_seconds(pid: u32) -> f64 {
+/// The sum of the numeric fields at `indices` of `/proc/<pid>/stat`, counted after the command
+/// name (index 0 is the state, field 3 in proc(5)); 0 for a process that is gone.
+fn stat_sum(pid: u32, indices: &[usize]) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks = |index: usize| fields.get(index).and_then(|value| value.parse::<f64>().ok()).unwrap_or(0.0);
-    // After the command name: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
-    (ticks(11) + ticks(12)) / clock_ticks_per_second()
+    indices.iter().filter_map(|index| fields.get(*index)?.parse::<f64>().ok()).sum()
+}
+
+/// utime and stime (fields 14 and 15 in proc(5)).
+const CPU: [usize; 2] = [11, 12];
+/// utime, stime, and cutime and cstime: those of the children the process has waited for
+/// (fields 14 to 17 in proc(5)).
+const CPU_WITH_REAPED: [usize; 4] = [11, 12, 13, 14];
+
+/// User + system CPU seconds of a process so far.
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    stat_sum(pid, &CPU) / clock_ticks_per_second()
 }
 
 /// Minor page faults of a process so far (memory touched fresh: the cost of the allocator
-/// handing pages back to the OS and taking them again).
+/// handing pages back to the OS and taking them again). minflt is field 10 in proc(5).
 pub fn process_minor_faults(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command name: minflt is field 10 (1-based in proc(5)).
-    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(7)?.parse().ok()).unwrap_or(0.0)
+    stat_sum(pid, &[7])
 }
 
 /// CPU seconds of every `postgres` process so far (the server on this machine), with those of
@@ -29,17 +37,8 @@ pub fn database_cpu_seconds() -> f64 {
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "postgres"))
-        .map(|pid| process_cpu_seconds(pid) + reaped_children_cpu_seconds(pid))
+        .map(|pid| stat_sum(pid, &CPU_WITH_REAPED) / clock_ticks_per_second())
         .sum()
-}
-
-/// User + system CPU seconds of a process's children that it has waited for.
-fn reaped_children_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks = |index: usize| fields.get(index).and_then(|value| value.parse::<f64>().ok()).unwrap_or(0.0);
-    // After the command name: cutime is field 16 and cstime 17 (1-based in proc(5)).
-    (ticks(13) + ticks(14)) / clock_ticks_per_second()
 }
 
 /// `getconf CLK_TCK`, asked once.
