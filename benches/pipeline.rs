@@ -353,14 +353,27 @@ async fn wait_for_rows(
     broker: Option<u32>,
 ) -> (Instant, f64, Option<f64>) {
     let deadline = Instant::now() + timeout;
+    let mut previous: Option<(Instant, f64)> = None;
     loop {
         let written = audit_rows_written(worker).await.unwrap_or(0.0);
+        let now = Instant::now();
         if written >= rows {
-            return (Instant::now(), process_cpu_seconds(worker.pid()), broker.map(process_cpu_seconds));
+            return (now, process_cpu_seconds(worker.pid()), broker.map(process_cpu_seconds));
         }
-        assert!(Instant::now() < deadline, "{written} of {rows} audit rows after {timeout:?}; log: {:?}", worker.log);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(now < deadline, "{written} of {rows} audit rows after {timeout:?}; log: {:?}", worker.log);
+        tokio::time::sleep(next_poll(previous, (now, written), rows)).await;
+        previous = Some((now, written));
     }
+}
+
+/// How long to wait before asking the worker again: half the time the rest should take at the
+/// rate seen since the last poll (20 ms to 1 s). A scrape costs the worker and the bench CPU, so
+/// a drain is polled a dozen times rather than every 20 ms, and still timed to about 20 ms.
+fn next_poll(previous: Option<(Instant, f64)>, (now, written): (Instant, f64), rows: f64) -> Duration {
+    let fastest = Duration::from_millis(20);
+    let Some((then, before)) = previous.filter(|(_, before)| written > *before) else { return fastest };
+    let rate = (written - before) / now.duration_since(then).as_secs_f64().max(1e-3);
+    Duration::from_secs_f64((rows - written) / rate / 2.0).clamp(fastest, Duration::from_secs(1))
 }
 
 /// The worker's audit row counter; `None` while its endpoint is not up yet.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use schema_registry_converter::avro_common::AvroSchema;
 
-use crate::codec::{encode_decision, split_frame, ApplicationDecoder, CodecError};
+use crate::codec::{encode_decision, split_frame, ApplicationDecoder, CodecError, ProtectedKeys};
 use crate::domain::MAX_APPLICATION_ID_BYTES;
 use crate::domain::{append_feature_vector, AdverseReason, AuditRow, DeadLetter, Decided, DecisionPolicy};
 use crate::domain::{
@@ -33,6 +33,9 @@ pub struct BatchContext {
     pub early_failures: HashMap<(i32, i64), CodecError>,
     /// How far event times may lie from the processing time.
     pub event_times: EventTimePolicy,
+    /// Seals each new row's protected attributes here, on the scoring thread (`None`: the audit
+    /// sink seals them).
+    pub sealer: Option<Arc<ProtectedKeys>>,
 }
 
 impl BatchContext {
@@ -54,6 +57,7 @@ impl BatchContext {
             writer_schemas,
             early_failures: HashMap::new(),
             event_times: EventTimePolicy::default(),
+            sealer: None,
         }
     }
 
@@ -207,15 +211,18 @@ fn decide(
             Some(StoredReason { entry: policy.entry_of(&reason.code)?, contribution: reason.contribution })
         })
         .collect();
+    let application = item.application;
+    let sealed =
+        context.sealer.as_ref().map(|keys| keys.seal(&application.application_id, &application.protected_attributes));
     let row = AuditRow {
         policy: Arc::clone(policy),
-        application_id: item.application.application_id,
+        application_id: application.application_id,
         outcome: policy.cutoffs.decide(probability),
         probability_of_default: probability,
         inputs: inputs.to_vec(),
         reasons,
-        protected: item.application.protected_attributes,
-        sealed: None,
+        protected: application.protected_attributes,
+        sealed,
         schema_id: item.schema_id as i32,
         source_topic: Arc::clone(&record.topic),
         source_partition: record.partition,

@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use tracing::{error, warn};
 
-use super::pipeline::{AuditedBatch, DecidedBatch, Pipeline};
+use super::batches::{AuditedBatch, DecidedBatch, Precounted};
+use super::pipeline::Pipeline;
 use super::retry::GaveUp;
 use super::Abandoned;
 use crate::domain::{AuditRow, DeadLetter, InputRecord, Outcome};
@@ -28,7 +29,7 @@ use crate::sources::{next_offsets, partition_list, SourceError};
 impl Pipeline {
     /// The batch's audit transaction; its outcomes then say what to announce.
     pub(super) async fn audit_batch(&self, batch: DecidedBatch) -> Result<AuditedBatch, Abandoned> {
-        let DecidedBatch { records, mut outcomes, epochs } = batch;
+        let DecidedBatch { records, mut outcomes, epochs, precounted } = batch;
         let owned =
             |partition: i32| epochs.get(&partition).is_some_and(|epoch| self.assignment.owns(partition, *epoch));
         let decided: Vec<(usize, &AuditRow)> = outcomes
@@ -41,7 +42,7 @@ impl Pipeline {
             })
             .collect();
         let audited = next_offsets(records.iter().filter(|record| owned(record.partition)));
-        let (write, rejected) = self.audit(&decided, &audited).await?;
+        let (write, rejected) = self.audit(&decided, &audited, precounted.as_ref()).await?;
         self.observe_audited(write.inserted.iter().map(|index| decided[*index].1));
         let new_rows: Vec<usize> = write.inserted.iter().map(|index| decided[*index].0).collect();
         let again: Vec<(usize, Outcome)> = decided
@@ -68,13 +69,14 @@ impl Pipeline {
         &self,
         decided: &[(usize, &AuditRow)],
         audited: &[(Arc<str>, i32, i64)],
+        precounted: Option<&Precounted>,
     ) -> Result<(BatchWrite, Vec<(usize, DeadLetter)>), Abandoned> {
         let mut rejected: Vec<(usize, DeadLetter)> = Vec::new();
         loop {
             let kept: Vec<usize> =
                 (0..decided.len()).filter(|index| rejected.iter().all(|(refused, _)| refused != index)).collect();
             let rows: Vec<&AuditRow> = kept.iter().map(|index| decided[*index].1).collect();
-            match self.write_audit(&rows, audited).await {
+            match self.write_audit(&rows, audited, precounted).await {
                 Err(GaveUp::Fatal(SinkError::RowRejected { position, code, message })) => {
                     let (partition, offset) = (rows[position].source_partition, rows[position].source_offset);
                     warn!(
@@ -99,8 +101,9 @@ impl Pipeline {
         &self,
         rows: &[&AuditRow],
         audited: &[(Arc<str>, i32, i64)],
+        precounted: Option<&Precounted>,
     ) -> Result<BatchWrite, GaveUp<SinkError>> {
-        let count = |fresh: &[&AuditRow]| self.monitoring.bucket_counts(fresh);
+        let count = |fresh: &[&AuditRow]| Precounted::of_fresh(precounted, fresh, &self.monitoring);
         let announced = self.announced.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         let progress = Progress { audited, announced: &announced };
         let attempt = || async {

@@ -1,6 +1,7 @@
 //! The worker: wires source → decide → sinks → monitors and runs them until shutdown.
 //!
-//! - `pipeline`: the intake and sink stages and the bounded queue between them;
+//! - `pipeline`: the intake and sink stages and the bounded queue between them; `batches`: the
+//!   batches between stages, and how queued ones join;
 //! - `decide`: one batch through decode → features → score → decide, on a scoring thread (pure);
 //! - `schemas`: writer schemas for a batch; `durable`: publish + audit with retries;
 //!   `observe`: metrics and monitors fed once a batch is durable; `shadow`: the challenger;
@@ -11,6 +12,7 @@
 //! - `retry`: the one retry policy; `shutdown`: the shutdown token and the stage supervisor.
 
 mod alerts;
+mod batches;
 mod decide;
 mod durable;
 mod interleave;

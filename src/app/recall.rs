@@ -58,7 +58,7 @@ impl Pipeline {
         }
         let fresh = Arc::new(BatchContext { claims: HashMap::new(), ..(**context).clone() });
         let again: Vec<InputRecord> = undecided.iter().map(|position| records[*position].clone()).collect();
-        let (_, decided) = self.score(model, fresh, again).await?;
+        let (_, decided, _) = self.score(model, fresh, again).await?;
         for (position, outcome) in undecided.into_iter().zip(decided) {
             outcomes[position] = outcome;
         }

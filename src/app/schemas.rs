@@ -71,6 +71,7 @@ impl Pipeline {
             writer_schemas,
             early_failures,
             event_times: self.config.event_times(),
+            sealer: self.audit.shared_keys(),
         })
     }
 }

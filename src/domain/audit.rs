@@ -42,7 +42,8 @@ pub struct AuditRow {
     /// Monitoring-only protected attributes (in memory; at rest they are sealed).
     pub protected: ProtectedAttributes,
     /// The protected attributes as stored, sealed (see `codec::ProtectedKeys`): set on rows read
-    /// back that were written sealed, `None` on new rows (the sink seals them).
+    /// back that were written sealed and on new rows sealed when decided; `None` on new rows the
+    /// sink is to seal, and on rows written before sealing.
     pub sealed: Option<Vec<u8>>,
     pub schema_id: i32,
     pub source_topic: Arc<str>,

@@ -1,7 +1,16 @@
 //! PostgreSQL's binary COPY format, for the few column types the audit tables use: the cheapest
-//! way to load rows (no SQL to parse per row, no text conversion of floats or arrays).
+//! way to load rows (no SQL to parse per row, no text conversion of floats or arrays). A
+//! [`CopyStream`] sends the rows in chunks as they are encoded, so PostgreSQL stores one chunk
+//! while the next is encoded.
 
 use chrono::{DateTime, TimeZone, Utc};
+use sqlx::postgres::PgCopyIn;
+use sqlx::PgConnection;
+
+use crate::sinks::SinkError;
+
+/// Encoded bytes sent as one chunk of a [`CopyStream`].
+const CHUNK_BYTES: usize = 64 * 1024;
 
 /// Element type ids of the arrays written (pg_type.oid).
 const INT2_OID: i32 = 21;
@@ -102,9 +111,50 @@ impl CopyBuffer {
     }
 
     /// The payload with its trailer.
+    #[cfg(test)]
     pub fn finish(mut self) -> Vec<u8> {
-        self.bytes.extend_from_slice(&(-1i16).to_be_bytes());
+        self.end();
         self.bytes
+    }
+
+    fn end(&mut self) {
+        self.bytes.extend_from_slice(&(-1i16).to_be_bytes());
+    }
+}
+
+/// A `COPY ... FROM STDIN (FORMAT binary)` in progress on a connection.
+pub struct CopyStream<'c> {
+    copy: PgCopyIn<&'c mut PgConnection>,
+    buffer: CopyBuffer,
+}
+
+impl<'c> CopyStream<'c> {
+    /// Starts `statement` (PostgreSQL answers before the first row is sent).
+    pub async fn start(connection: &'c mut PgConnection, statement: &str) -> Result<Self, SinkError> {
+        let copy = connection.copy_in_raw(statement).await?;
+        Ok(Self { copy, buffer: CopyBuffer::new(CHUNK_BYTES) })
+    }
+
+    /// The buffer the next row is encoded into.
+    pub fn rows(&mut self) -> &mut CopyBuffer {
+        &mut self.buffer
+    }
+
+    /// Sends what is encoded once it fills a chunk.
+    pub async fn send_full(&mut self) -> Result<(), SinkError> {
+        if self.buffer.bytes.len() >= CHUNK_BYTES {
+            self.copy.send(&self.buffer.bytes[..]).await?;
+            self.buffer.bytes.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends the rest with the trailer and waits for PostgreSQL to store every row.
+    pub async fn finish(mut self) -> Result<(), SinkError> {
+        self.buffer.end();
+        self.copy.send(&self.buffer.bytes[..]).await?;
+        self.copy.finish().await?;
+        Ok(())
     }
 }
 

@@ -77,6 +77,11 @@ impl AuditStore {
         &self.policies
     }
 
+    /// The keys, to seal rows before they reach the store (`None` in tools).
+    pub fn shared_keys(&self) -> Option<Arc<ProtectedKeys>> {
+        self.keys.clone()
+    }
+
     /// The pool, for queries outside the hot path.
     pub fn pool(&self) -> &PgPool {
         &self.pool

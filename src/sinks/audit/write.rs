@@ -1,5 +1,6 @@
 //! One batch's audit transaction.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use sqlx::postgres::PgDatabaseError;
 use sqlx::{PgConnection, Row};
 
 use super::close::{self, Head, NewClaims};
-use super::copy::CopyBuffer;
+use super::copy::{CopyBuffer, CopyStream};
 use super::{stored, AuditStore};
 use crate::domain::{application_key, outcome_code, AuditRow, BucketCounts, DecisionPolicy, GENESIS};
 use crate::sinks::SinkError;
@@ -90,11 +91,11 @@ impl AuditStore {
             }
         }
         let fresh: Vec<&AuditRow> = write.inserted.iter().map(|position| rows[*position]).collect();
+        // Known before the COPY holds the connection.
         let mut policy_ids: Vec<(i16, Arc<DecisionPolicy>)> = Vec::new();
-        let mut decisions = CopyBuffer::new(fresh.len() * 320);
-        let mut claimed = NewClaims::default();
-        for (row, key) in fresh.iter().zip(write.inserted.iter().map(|position| &keys[*position])) {
-            let policy_id = match policy_ids.iter().find(|(_, policy)| Arc::ptr_eq(policy, &row.policy)) {
+        let mut row_policies: Vec<i16> = Vec::with_capacity(fresh.len());
+        for row in &fresh {
+            let id = match policy_ids.iter().find(|(_, policy)| Arc::ptr_eq(policy, &row.policy)) {
                 Some((id, _)) => *id,
                 None => {
                     let id = self.policies.id_of(connection, &row.policy).await?;
@@ -102,22 +103,33 @@ impl AuditStore {
                     id
                 }
             };
-            let source = sources
-                .get_mut(&(Arc::clone(&row.source_topic), row.source_partition))
-                .ok_or_else(|| SinkError::ConcurrentWriter(format!("{}/{}", row.source_topic, row.source_partition)))?;
-            let seq = source.last_seq + 1;
-            let sealed = sealer.seal(&row.application_id, &row.protected);
-            let hash = row.hash(seq, &source.last_hash, Some(&sealed));
-            (source.last_seq, source.last_hash) = (seq, hash);
-            encode_decision(&mut decisions, row, source.id, seq, policy_id, &hash, &sealed);
-            claimed.keys.push(*key);
-            claimed.sources.push(source.id);
-            claimed.seqs.push(seq);
-            claimed.processed_at.push(row.processed_at);
+            row_policies.push(id);
         }
+        let mut claimed = NewClaims::default();
         if !fresh.is_empty() {
             let rejected = |error| row_rejection(error, &write.inserted);
-            copy(connection, DECISIONS_COPY, decisions).await.map_err(rejected)?;
+            let mut decisions = CopyStream::start(connection, DECISIONS_COPY).await?;
+            let fresh_keys = write.inserted.iter().map(|position| &keys[*position]);
+            for ((row, key), policy_id) in fresh.iter().zip(fresh_keys).zip(row_policies) {
+                let source =
+                    sources.get_mut(&(Arc::clone(&row.source_topic), row.source_partition)).ok_or_else(|| {
+                        SinkError::ConcurrentWriter(format!("{}/{}", row.source_topic, row.source_partition))
+                    })?;
+                let seq = source.last_seq + 1;
+                let sealed = match &row.sealed {
+                    Some(sealed) => Cow::Borrowed(sealed.as_slice()),
+                    None => Cow::Owned(sealer.seal(&row.application_id, &row.protected)),
+                };
+                let hash = row.hash(seq, &source.last_hash, Some(&sealed));
+                (source.last_seq, source.last_hash) = (seq, hash);
+                encode_decision(decisions.rows(), row, source.id, seq, policy_id, &hash, &sealed);
+                decisions.send_full().await.map_err(rejected)?;
+                claimed.keys.push(*key);
+                claimed.sources.push(source.id);
+                claimed.seqs.push(seq);
+                claimed.processed_at.push(row.processed_at);
+            }
+            decisions.finish().await.map_err(rejected)?;
         }
         let counts = count(&fresh);
         let by_partition: HashMap<i32, i32> =
@@ -185,13 +197,6 @@ fn encode_decision(
         .timestamptz(row.consumed_at)
         .timestamptz(row.processed_at)
         .bytea(hash);
-}
-
-async fn copy(connection: &mut PgConnection, statement: &str, buffer: CopyBuffer) -> Result<(), SinkError> {
-    let mut copy = connection.copy_in_raw(statement).await?;
-    copy.send(buffer.finish()).await?;
-    copy.finish().await?;
-    Ok(())
 }
 
 /// A COPY error PostgreSQL puts on one row (a data exception, class 22, or an integrity violation
