@@ -1,5 +1,6 @@
-//! The batches between the pipeline's stages, and how batches queued behind a slow stage join
-//! to be finished as one (within one assignment only).
+//! The batches between the pipeline's stages: how a decided batch is split among the audit
+//! lanes (by partition), and how batches queued behind a slow stage join to be finished as one
+//! (within one assignment only).
 
 use std::collections::HashMap;
 
@@ -14,6 +15,48 @@ pub(super) struct DecidedBatch {
     pub(super) epochs: HashMap<i32, u64>,
     /// The monitors' counts of every decided row, if made with the scoring.
     pub(super) precounted: Option<Precounted>,
+}
+
+/// The audit lane of `partition`: one lane audits all of a partition's batches, in order.
+pub(super) fn lane_of(partition: i32, lanes: usize) -> usize {
+    partition.rem_euclid(lanes.max(1) as i32) as usize
+}
+
+impl DecidedBatch {
+    /// The batch as parts by audit lane, each with its records' epochs and, if the batch was
+    /// counted, its partitions' counts. A batch of one lane stays whole.
+    pub(super) fn into_lanes(self, lanes: usize) -> Vec<(usize, DecidedBatch)> {
+        let lane = |record: &InputRecord| lane_of(record.partition, lanes);
+        let first = self.records.first().map_or(0, lane);
+        if self.records.iter().all(|record| lane(record) == first) {
+            return vec![(first, self)];
+        }
+        let DecidedBatch { records, outcomes, epochs, precounted } = self;
+        let mut parts: Vec<Option<DecidedBatch>> = (0..lanes).map(|_| None).collect();
+        for (record, outcome) in records.into_iter().zip(outcomes) {
+            let part = parts[lane(&record)].get_or_insert_with(|| DecidedBatch {
+                records: Vec::new(),
+                outcomes: Vec::new(),
+                epochs: HashMap::new(),
+                precounted: None,
+            });
+            if let Some(epoch) = epochs.get(&record.partition) {
+                part.epochs.insert(record.partition, *epoch);
+            }
+            part.records.push(record);
+            part.outcomes.push(outcome);
+        }
+        let parts = parts.into_iter().enumerate().filter_map(|(index, part)| Some((index, part?)));
+        parts
+            .map(|(index, mut part)| {
+                part.precounted = precounted.as_ref().map(|counted| Precounted {
+                    rows: part.outcomes.iter().filter(|outcome| matches!(outcome, Outcome::Decided(_))).count(),
+                    counts: counted.counts.of_partitions(|partition| lane_of(partition, lanes) == index),
+                });
+                (index, part)
+            })
+            .collect()
+    }
 }
 
 /// The monitors' counts of every decided row of a batch, made on the scoring thread: its audit
@@ -188,5 +231,31 @@ mod tests {
         assert_eq!(first.new_rows, [0, 2, 4]);
         assert_eq!(first.counts.watermarks, [(1, 10), (2, 20)]);
         assert_eq!(first.records.len(), 5);
+    }
+
+    /// A batch of partitions in two lanes is split by lane, each part with its own records in
+    /// order, its partitions' epochs and its partitions' counts; a batch of one lane stays whole.
+    #[test]
+    fn a_batch_splits_by_lane_with_its_epochs_and_counts() {
+        let mut batch = decided(0, 0..2, 1);
+        batch.absorb(decided(1, 0..1, 4));
+        batch.absorb(decided(2, 5..6, 7));
+        let counts = BucketCounts { watermarks: vec![(0, 10), (1, 11), (2, 12)], ..BucketCounts::default() };
+        batch.precounted = Some(Precounted { rows: 0, counts });
+        let parts = batch.into_lanes(2);
+        assert_eq!(parts.len(), 2);
+        let (lane, even) = &parts[0];
+        assert_eq!(*lane, 0);
+        let offsets: Vec<(i32, i64)> = even.records.iter().map(|record| (record.partition, record.offset)).collect();
+        assert_eq!(offsets, [(0, 0), (0, 1), (2, 5)]);
+        assert_eq!(even.epochs, HashMap::from([(0, 1), (2, 7)]));
+        assert_eq!(
+            even.precounted.as_ref().map(|counted| counted.counts.watermarks.clone()),
+            Some(vec![(0, 10), (2, 12)])
+        );
+        let (lane, odd) = &parts[1];
+        assert_eq!((*lane, odd.records.len(), odd.epochs.clone()), (1, 1, HashMap::from([(1, 4)])));
+        let whole = decided(3, 0..4, 2).into_lanes(2);
+        assert_eq!((whole.len(), whole[0].0, whole[0].1.records.len()), (1, 1, 4));
     }
 }

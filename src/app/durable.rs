@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use tracing::{error, warn};
 
-use super::batches::{AuditedBatch, DecidedBatch, Precounted};
+use super::batches::{lane_of, AuditedBatch, DecidedBatch, Precounted};
 use super::pipeline::Pipeline;
 use super::retry::GaveUp;
 use super::Abandoned;
@@ -28,7 +28,7 @@ use crate::sources::{next_offsets, partition_list, SourceError};
 
 impl Pipeline {
     /// The batch's audit transaction; its outcomes then say what to announce.
-    pub(super) async fn audit_batch(&self, batch: DecidedBatch) -> Result<AuditedBatch, Abandoned> {
+    pub(super) async fn audit_batch(&self, batch: DecidedBatch, lane: usize) -> Result<AuditedBatch, Abandoned> {
         let DecidedBatch { records, mut outcomes, epochs, precounted } = batch;
         let owned =
             |partition: i32| epochs.get(&partition).is_some_and(|epoch| self.assignment.owns(partition, *epoch));
@@ -42,7 +42,7 @@ impl Pipeline {
             })
             .collect();
         let audited = next_offsets(records.iter().filter(|record| owned(record.partition)));
-        let (write, rejected) = self.audit(&decided, &audited, precounted.as_ref()).await?;
+        let (write, rejected) = self.audit(&decided, &audited, precounted.as_ref(), lane).await?;
         self.observe_audited(write.inserted.iter().map(|index| decided[*index].1));
         let new_rows: Vec<usize> = write.inserted.iter().map(|index| decided[*index].0).collect();
         let again: Vec<(usize, Outcome)> = decided
@@ -70,13 +70,14 @@ impl Pipeline {
         decided: &[(usize, &AuditRow)],
         audited: &[(Arc<str>, i32, i64)],
         precounted: Option<&Precounted>,
+        lane: usize,
     ) -> Result<(BatchWrite, Vec<(usize, DeadLetter)>), Abandoned> {
         let mut rejected: Vec<(usize, DeadLetter)> = Vec::new();
         loop {
             let kept: Vec<usize> =
                 (0..decided.len()).filter(|index| rejected.iter().all(|(refused, _)| refused != index)).collect();
             let rows: Vec<&AuditRow> = kept.iter().map(|index| decided[*index].1).collect();
-            match self.write_audit(&rows, audited, precounted).await {
+            match self.write_audit(&rows, audited, precounted, lane).await {
                 Err(GaveUp::Fatal(SinkError::RowRejected { position, code, message })) => {
                     let (partition, offset) = (rows[position].source_partition, rows[position].source_offset);
                     warn!(
@@ -102,9 +103,17 @@ impl Pipeline {
         rows: &[&AuditRow],
         audited: &[(Arc<str>, i32, i64)],
         precounted: Option<&Precounted>,
+        lane: usize,
     ) -> Result<BatchWrite, GaveUp<SinkError>> {
         let count = |fresh: &[&AuditRow]| Precounted::of_fresh(precounted, fresh, &self.monitoring);
-        let announced = self.announced.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        // Only the lane's own partitions: another lane's would be locked by both transactions.
+        let lanes = self.config.pipeline.audit_lanes;
+        let announced: Vec<(Arc<str>, i32, i64)> = (self.announced.lock())
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|(_, partition, _)| lane_of(*partition, lanes) == lane)
+            .cloned()
+            .collect();
         let progress = Progress { audited, announced: &announced };
         let attempt = || async {
             let started = Instant::now();

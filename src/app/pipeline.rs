@@ -1,9 +1,10 @@
 //! The pipeline: the intake decodes, scores and decides the next batch on a scoring thread while
-//! the sink makes earlier ones durable, joined by a bounded queue of
-//! `pipeline.batches_in_flight` batches. The sink audits batches in order (all that are waiting
-//! at once), and announces them, with their offsets, once they are audited (all that are
-//! waiting at once), while the next are audited: an audit never waits for an announcement
-//! unless `pipeline.batches_in_flight` audited batches wait.
+//! the sink makes earlier ones durable, joined by bounded queues of
+//! `pipeline.batches_in_flight` batches. The sink audits batches in `pipeline.audit_lanes`
+//! lanes by partition, each lane in order (all its batches that are waiting at once, in one
+//! transaction on its own connection), and announces them, with their offsets, once they are
+//! audited (all that are waiting at once), while the next are audited: an audit never waits for
+//! an announcement unless `pipeline.batches_in_flight` audited batches wait.
 //! Shadow scoring runs behind the sink, on its own queue: a slow challenger never delays a batch
 //! unless that queue is full.
 
@@ -61,14 +62,16 @@ impl Pipeline {
         let max_records = self.config.pipeline.batch_max_records;
         let max_wait = Duration::from_millis(self.config.pipeline.batch_max_wait_ms);
         let in_flight = self.config.pipeline.batches_in_flight;
-        let (decided, mut to_finish) = tokio::sync::mpsc::channel(in_flight);
+        let lanes = self.config.pipeline.audit_lanes;
+        let (to_lanes, lane_queues): (Vec<_>, Vec<_>) =
+            (0..lanes).map(|_| tokio::sync::mpsc::channel::<DecidedBatch>(in_flight)).unzip();
         // Each stage is a task of its own: a stage blocking its thread on librdkafka (in
         // `block_in_place`) leaves the others running.
         let shared = Arc::new(self);
         let pipeline = Arc::clone(&shared);
         let (to_shadow, mut shadowed) = tokio::sync::mpsc::channel::<(Arc<LoadedModel>, Vec<Outcome>)>(SHADOW_QUEUE);
         let intake = async move {
-            loop {
+            'batches: loop {
                 let batch = tokio::select! {
                     _ = pipeline.shutdown.cancelled() => break,
                     batch = pipeline.source.next_batch(max_records, max_wait) => batch,
@@ -78,31 +81,38 @@ impl Pipeline {
                     pipeline.supervisor.ended("intake");
                     break;
                 };
-                if decided.send(batch).await.is_err() {
-                    break;
+                for (lane, part) in batch.into_lanes(lanes) {
+                    if to_lanes[lane].send(part).await.is_err() {
+                        break 'batches;
+                    }
                 }
             }
         };
-        // The sink is two stages: batches are audited while earlier ones are announced, and
-        // announced in audit order. Batches that queued up behind a slow stage are finished
-        // together: one audit transaction (one commit to wait for), or one Kafka transaction.
+        // The sink is two stages: batches are audited, in lanes by partition, while earlier ones
+        // are announced; a partition's batches are announced in audit order. Batches that queued
+        // up behind a slow stage are finished together: one audit transaction (one commit to
+        // wait for), or one Kafka transaction.
         let (audited, mut to_announce) = tokio::sync::mpsc::channel::<AuditedBatch>(in_flight);
-        let pipeline = Arc::clone(&shared);
-        let audit = async move {
-            let mut held = None;
-            while let Some(batch) = next_merged(&mut to_finish, &mut held).await {
-                let span = info_span!("audit", records = batch.records.len());
-                let Ok(batch) = pipeline.audit_batch(batch).instrument(span).await else {
-                    warn!("shutdown during a failing batch: its offsets (and later ones) were not stored; they will be redelivered");
-                    to_finish.close();
-                    break;
-                };
-                if audited.send(batch).await.is_err() {
-                    to_finish.close();
-                    break;
+        let mut audits = Vec::with_capacity(lanes);
+        for (lane, mut to_finish) in lane_queues.into_iter().enumerate() {
+            let (pipeline, audited) = (Arc::clone(&shared), audited.clone());
+            audits.push(tokio::spawn(async move {
+                let mut held = None;
+                while let Some(batch) = next_merged(&mut to_finish, &mut held).await {
+                    let span = info_span!("audit", lane, records = batch.records.len());
+                    let Ok(batch) = pipeline.audit_batch(batch, lane).instrument(span).await else {
+                        warn!("shutdown during a failing batch: its offsets (and later ones of its partitions) were not stored; they will be redelivered");
+                        to_finish.close();
+                        break;
+                    };
+                    if audited.send(batch).await.is_err() {
+                        to_finish.close();
+                        break;
+                    }
                 }
-            }
-        };
+            }));
+        }
+        drop(audited);
         let pipeline = Arc::clone(&shared);
         let announce = async move {
             let mut held = None;
@@ -121,8 +131,10 @@ impl Pipeline {
                 pipeline.compare_with(&challenger, outcomes).await;
             }
         };
-        let stages = [tokio::spawn(intake), tokio::spawn(audit), tokio::spawn(announce), tokio::spawn(shadow)];
-        for (name, stage) in ["intake", "audit", "announce", "shadow"].into_iter().zip(stages) {
+        let mut stages = vec![("intake", tokio::spawn(intake))];
+        stages.extend(audits.into_iter().map(|audit| ("audit", audit)));
+        stages.extend([("announce", tokio::spawn(announce)), ("shadow", tokio::spawn(shadow))]);
+        for (name, stage) in stages {
             if let Err(error) = stage.await {
                 tracing::error!(%error, stage = name, "a pipeline stage failed");
                 shared.supervisor.ended(name);

@@ -181,6 +181,10 @@ pub struct PipelineConfig {
     /// batches that may wait for their announcement while the next is audited (1 to 16).
     #[serde(default = "default_batches_in_flight")]
     pub batches_in_flight: usize,
+    /// Audit transactions that may run at once, each on its own connection, for the batches of
+    /// its partitions (partition modulo lanes): a partition's batches are audited in order (1 to 8).
+    #[serde(default = "default_audit_lanes")]
+    pub audit_lanes: usize,
     /// First retry delay when a sink fails.
     pub retry_initial_backoff_ms: u64,
     /// Longest retry delay.
@@ -221,6 +225,10 @@ fn property_values<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
 }
 
 fn default_batches_in_flight() -> usize {
+    2
+}
+
+fn default_audit_lanes() -> usize {
     2
 }
 

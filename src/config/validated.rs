@@ -151,6 +151,15 @@ impl RawConfig {
         if !(1..=16).contains(&self.pipeline.batches_in_flight) {
             return Err(invalid("pipeline.batches_in_flight", "must be between 1 and 16"));
         }
+        if !(1..=8).contains(&self.pipeline.audit_lanes) {
+            return Err(invalid("pipeline.audit_lanes", "must be between 1 and 8"));
+        }
+        if self.pipeline.audit_lanes as u32 >= self.database.max_connections {
+            return Err(invalid(
+                "pipeline.audit_lanes",
+                "must be below database.max_connections (a lane holds a connection)",
+            ));
+        }
         if self.pipeline.retry_initial_backoff_ms == 0
             || self.pipeline.retry_max_backoff_ms < self.pipeline.retry_initial_backoff_ms
         {

@@ -39,4 +39,13 @@ impl BucketCounts {
         self.drift.extend(other.drift);
         self.watermarks.extend(other.watermarks);
     }
+
+    /// The counts of the partitions `keep` accepts.
+    pub fn of_partitions(&self, keep: impl Fn(i32) -> bool) -> BucketCounts {
+        BucketCounts {
+            fairness: self.fairness.iter().filter(|count| keep(count.partition)).cloned().collect(),
+            drift: self.drift.iter().filter(|count| keep(count.partition)).cloned().collect(),
+            watermarks: self.watermarks.iter().filter(|(partition, _)| keep(*partition)).copied().collect(),
+        }
+    }
 }
