@@ -72,20 +72,24 @@ impl Pipeline {
         let (to_shadow, mut shadowed) = tokio::sync::mpsc::channel::<(Arc<LoadedModel>, Vec<Outcome>)>(SHADOW_QUEUE);
         let intake = async move {
             'batches: loop {
+                let started = Instant::now();
                 let batch = tokio::select! {
                     _ = pipeline.shutdown.cancelled() => break,
                     batch = pipeline.source.next_batch(max_records, max_wait) => batch,
                 };
+                pipeline.observe_stage("poll", started);
                 let span = info_span!("decide", records = batch.len());
                 let Ok(batch) = pipeline.decide_batch(batch).instrument(span).await else {
                     pipeline.supervisor.ended("intake");
                     break;
                 };
+                let started = Instant::now();
                 for (lane, part) in batch.into_lanes(lanes) {
                     if to_lanes[lane].send(part).await.is_err() {
                         break 'batches;
                     }
                 }
+                pipeline.observe_stage("queue", started);
             }
         };
         // The sink is two stages: batches are audited, in lanes by partition, while earlier ones
