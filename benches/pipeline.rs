@@ -307,6 +307,7 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
         common::committed_offsets(&deployment.group_id, &deployment.input_topic, options.partitions).values().sum();
     pool.close().await;
     drop_database(&deployment.database_url).await;
+    deployment.delete_topics().await;
     assert_eq!(audit_rows as f64, total, "every event has its audit row");
     assert_eq!(committed as f64, total, "committed offsets cover every event");
 

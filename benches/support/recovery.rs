@@ -56,6 +56,7 @@ pub async fn recovery(events: usize, partitions: i32, kills: usize, session_time
             .expect("counting the audit rows");
     assert_eq!((applications, rows), (events as i64, events as i64), "one audit row per application");
     pool.close().await;
+    deployment.delete_topics().await;
     let mut sorted = seconds.clone();
     sorted.sort_by(f64::total_cmp);
     RecoveryReport {

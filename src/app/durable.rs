@@ -30,8 +30,8 @@ impl Pipeline {
     /// The batch's audit transaction; its outcomes then say what to announce.
     pub(super) async fn audit_batch(&self, batch: DecidedBatch, lane: usize) -> Result<AuditedBatch, Abandoned> {
         let DecidedBatch { records, mut outcomes, epochs, precounted } = batch;
-        let owned =
-            |partition: i32| epochs.get(&partition).is_some_and(|epoch| self.assignment.owns(partition, *epoch));
+        let still_owned = self.assignment.still_owned(&epochs);
+        let owned = |partition: i32| still_owned.contains(&partition);
         let decided: Vec<(usize, &AuditRow)> = outcomes
             .iter()
             .enumerate()
@@ -165,8 +165,8 @@ impl Pipeline {
                     return Ok(next_offsets(records.iter().filter(|record| epochs.contains_key(&record.partition))));
                 }
             }
-            let owned =
-                |partition: i32| epochs.get(&partition).is_some_and(|epoch| self.assignment.owns(partition, *epoch));
+            let still_owned = self.assignment.still_owned(epochs);
+            let owned = |partition: i32| still_owned.contains(&partition);
             let publications: Vec<Publication<'_>> = records
                 .iter()
                 .zip(outcomes)

@@ -138,7 +138,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     drop(active);
 
     let keys = crate::config::protected_keys(&config.database)?;
-    let audit = AuditStore::connect_lazy(&config.database.url, config.database.max_connections, keys)?;
+    // One connection per audit lane, and one for the rest (announced offsets, monitors).
+    let kept = config.pipeline.audit_lanes as u32 + 1;
+    let audit = AuditStore::connect_lazy(&config.database.url, config.database.max_connections, kept, keys)?;
     if config.database.run_migrations {
         let migrate = || audit.migrate();
         let on_retry = |error: &SinkError, _| warn!(%error, "database migrations failed; retrying");
@@ -147,6 +149,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             .await
             .map_err(|error| stopped("database migrations on database.url", error))?;
     }
+    let warm_up = || audit.warm_up(kept);
+    let on_retry = |error: &SinkError, _| warn!(%error, "opening the database connections failed; retrying");
+    retry.run(&shutdown, warm_up, on_retry).await.map_err(|error| stopped("connecting to database.url", error))?;
     readiness.database_ok.store(true, Ordering::Release);
 
     let registry = SrSettings::new_builder(config.schema_registry.url.clone())

@@ -106,6 +106,19 @@ impl Assignment {
     pub fn owns(&self, partition: i32, epoch: u64) -> bool {
         matches!(self.lock().1.get(&partition), Some(State::Claimed(claim)) if claim.epoch == epoch)
     }
+
+    /// The partitions of `epochs` still owned in their epoch, under one lock (a batch's
+    /// records are then filtered without a lock per record).
+    pub fn still_owned(&self, epochs: &HashMap<i32, u64>) -> Vec<i32> {
+        let (_, states) = &*self.lock();
+        epochs
+            .iter()
+            .filter(|(partition, epoch)| {
+                matches!(states.get(partition), Some(State::Claimed(claim)) if claim.epoch == **epoch)
+            })
+            .map(|(partition, _)| *partition)
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -136,5 +149,9 @@ mod tests {
         assert!(!assignment.owns(1, again[&1]), "a claim of the old epoch does not count");
         assignment.claimed(1, again[&1], 5, 5);
         assert!(assignment.owns(1, again[&1]) && !assignment.owns(1, epochs[&1]));
+        assert_eq!(assignment.still_owned(&epochs), vec![0], "1 is owned in its new epoch only");
+        let mut owned = assignment.still_owned(&HashMap::from([(0, epochs[&0]), (1, again[&1]), (2, 0)]));
+        owned.sort_unstable();
+        assert_eq!(owned, vec![0, 1], "2 was never assigned");
     }
 }

@@ -41,14 +41,29 @@ pub struct AuditStore {
 }
 
 impl AuditStore {
-    /// A lazily connecting pool: the worker starts (and reports not-ready) while the database is down.
-    pub fn connect_lazy(url: &str, max_connections: u32, keys: Arc<ProtectedKeys>) -> Result<Self, SinkError> {
+    /// A lazily connecting pool: the worker starts (and reports not-ready) while the database is
+    /// down. Once opened (see [`AuditStore::warm_up`]), `kept` connections stay open while idle.
+    pub fn connect_lazy(
+        url: &str,
+        max_connections: u32,
+        kept: u32,
+        keys: Arc<ProtectedKeys>,
+    ) -> Result<Self, SinkError> {
         let options = PgConnectOptions::from_str(url).map_err(SinkError::Url)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
+            .min_connections(kept.min(max_connections))
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options);
         Ok(Self { pool, policies: Arc::default(), partitions: Arc::default(), keys: Some(keys) })
+    }
+
+    /// Opens `connections` connections at once, before the first batch: connecting costs tens of
+    /// milliseconds of CPU (TLS set-up reads the CA bundle), which the first batches would wait for.
+    pub async fn warm_up(&self, connections: u32) -> Result<(), SinkError> {
+        let opened = futures::future::try_join_all((0..connections).map(|_| self.pool.acquire())).await?;
+        drop(opened);
+        Ok(())
     }
 
     /// A store on an existing pool (tools), without the protected attributes' keys.
