@@ -185,6 +185,7 @@ async fn main() {
         eprintln!("== pair {pair} of {pairs}: champion, {} events, {} partitions", options.events, options.partitions);
         report.scenarios.push(run_scenario(&options, "champion", false).await);
         eprintln!("== pair {pair} of {pairs}: the Python peer, {} events", options.events);
+        peer::fresh_output().await;
         let run = peer::run(options.events).await;
         eprintln!(
             "   peer: {:.0} events/s, {:.2} µs CPU per event",

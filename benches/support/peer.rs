@@ -58,6 +58,16 @@ pub fn load(events: usize) {
     assert!(status.success(), "the peer's load failed: {status}");
 }
 
+/// Empties the peer's output topic (its script produces a decision per event there): otherwise
+/// each run's decisions stay in Tansu's memory and every later pair is slower than the first.
+pub async fn fresh_output() {
+    common::delete_topics(&[OUTPUT_TOPIC]).await;
+    common::create_topics(&[OUTPUT_TOPIC], 4).await;
+}
+
+/// The topic the peer's script produces its decisions to.
+const OUTPUT_TOPIC: &str = "peer-decisions";
+
 /// Runs the peer over `events` applications with a new group.
 pub async fn run(events: usize) -> PeerRun {
     let mut child = Command::new(python())
