@@ -140,7 +140,7 @@ pub struct SchemaRegistryConfig {
 pub struct DatabaseConfig {
     /// Connection URL (`postgres://user@host:port/db`). Never logged.
     pub url: String,
-    /// Pool size.
+    /// Pool size; `pipeline.audit_lanes` + 1 connections are opened at start and kept open.
     pub max_connections: u32,
     /// Apply the bundled migrations at start.
     pub run_migrations: bool,
