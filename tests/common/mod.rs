@@ -182,28 +182,20 @@ impl Deployment {
         deployment
     }
 
+    /// This deployment's topics.
+    fn topics(&self) -> [&str; 5] {
+        [&self.input_topic, &self.decisions_topic, &self.dead_letter_topic, &self.alerts_topic, &self.outcomes_topic]
+            .map(String::as_str)
+    }
+
     /// Creates this deployment's topics on the broker at `bootstrap`.
     pub async fn create_topics_on(&self, partitions: i32, bootstrap: &str) {
-        let topics = [
-            &self.input_topic,
-            &self.decisions_topic,
-            &self.dead_letter_topic,
-            &self.alerts_topic,
-            &self.outcomes_topic,
-        ];
-        create_topics_at(bootstrap, &topics.map(String::as_str), partitions).await;
+        create_topics_at(bootstrap, &self.topics(), partitions).await;
     }
 
     /// Deletes this deployment's topics, best effort (see [`delete_topics`]).
     pub async fn delete_topics(&self) {
-        let topics = [
-            &self.input_topic,
-            &self.decisions_topic,
-            &self.dead_letter_topic,
-            &self.alerts_topic,
-            &self.outcomes_topic,
-        ];
-        delete_topics(&topics.map(String::as_str)).await;
+        delete_topics(&self.topics()).await;
     }
 
     /// Replay of the whole data set, once, as fast as possible, to this deployment's input topic;
