@@ -283,3 +283,64 @@ async fn label_free_estimate_brackets_the_realised_auc() {
     );
     assert!(worker.terminate(Duration::from_secs(30)));
 }
+
+/// The outcome counts of `worker`, by result label.
+async fn outcome_counts(worker: &WorkerProcess) -> Vec<(String, f64)> {
+    let metrics = worker.metrics().await;
+    let samples = metrics.samples("credit_worker_outcomes_total", &[]);
+    samples.map(|sample| (sample.label("result").unwrap_or_default().to_owned(), sample.value)).collect()
+}
+
+/// An audit row whose sealed protected attributes no longer open (sealed under a key id the key
+/// file does not hold, as after a retired key) costs that one outcome, counted `unopenable`:
+/// the others are still joined, the outcomes consumer keeps going, and a restarted worker
+/// rebuilds its outcome window from every other row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unopenable_row_costs_only_its_own_outcome() {
+    let deployment = Deployment::create("unopenable", 2).await;
+    let mut worker = WorkerProcess::start(&deployment, &[]);
+    worker.wait_ready(Duration::from_secs(60)).await;
+    let base = ReplayOptions {
+        protected: ProtectedMode::AsRecorded,
+        count: Some(200),
+        ..options(&deployment, "unopenable", vec![])
+    };
+    replay(&base).await.unwrap();
+    wait_decided(&worker, 200.0).await;
+    let pool = sqlx::PgPool::connect(&deployment.database_url).await.unwrap();
+    let altered = sqlx::query(
+        "UPDATE decisions SET protected_sealed = set_byte(protected_sealed, 0, 99)
+         WHERE application_id = (SELECT min(application_id) FROM decisions)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(altered.rows_affected(), 1);
+
+    let outcomes =
+        ReplayOptions { outcomes_topic: Some(deployment.outcomes_topic.clone()), outcomes_only: true, ..base };
+    replay(&outcomes).await.unwrap();
+    let expected = vec![("matched".to_owned(), 199.0), ("unopenable".to_owned(), 1.0)];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outcome_counts(&worker).await != expected {
+        let counts = outcome_counts(&worker).await;
+        assert!(Instant::now() < deadline, "outcomes {counts:?}; log: {}", worker.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(worker.terminate(Duration::from_secs(30)));
+
+    let mut restarted = WorkerProcess::start(&deployment, &[]);
+    restarted.wait_ready(Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report: serde_json::Value = reqwest::get(restarted.url("/fairness")).await.unwrap().json().await.unwrap();
+        if report["outcomes"]["labelled"] == 199 {
+            break;
+        }
+        let labelled = &report["outcomes"]["labelled"];
+        assert!(Instant::now() < deadline, "labelled {labelled}; log: {}", restarted.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(restarted.log_text().contains("unopenable"), "log: {}", restarted.log_text());
+    assert!(restarted.terminate(Duration::from_secs(30)));
+}

@@ -1,8 +1,9 @@
 //! The outcomes consumer: `LoanOutcome` events are stored in `loan_outcomes` (idempotently),
 //! joined to the decisions of the model in use, and counted in the outcome windows. Offsets are
 //! stored after the outcomes are durable. On partition assignment the windows are rebuilt from
-//! the two tables. Undecodable outcomes and outcomes of undecided applications are counted
-//! (`credit_worker_outcomes_total{result}`) and skipped: they are monitoring input only.
+//! the two tables. Undecodable outcomes, outcomes of undecided applications and outcomes whose
+//! decision's protected attributes do not open are counted (`credit_worker_outcomes_total{result}`)
+//! and skipped: they are monitoring input only, and never stop the worker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use crate::codec::{decode_outcome, split_frame, CodecError, SchemaCache};
 use crate::domain::{InputRecord, LoanOutcome};
 use crate::error::{Retriable, Retry};
 use crate::model::ModelManager;
-use crate::monitor::{AuditReader, LabelledDecision, Monitoring};
+use crate::monitor::{AuditReader, LabelledDecision, Monitoring, OutcomeRebuild};
 use crate::sinks::AuditStore;
 use crate::sources::{next_offsets, PartitionEvent, Source};
 
@@ -81,7 +82,13 @@ impl OutcomeConsumer {
                     )
                     .await;
                 match rebuilt {
-                    Ok(rows) => info!(?partitions, rows, "outcome windows rebuilt"),
+                    Ok(OutcomeRebuild { rows, unopenable: 0, .. }) => {
+                        info!(?partitions, rows, "outcome windows rebuilt")
+                    }
+                    Ok(OutcomeRebuild { rows, unopenable, first_error }) => {
+                        let error = first_error.map(|error| error.to_string()).unwrap_or_default();
+                        warn!(?partitions, rows, unopenable, first = %error, "outcome windows rebuilt without the unopenable decisions")
+                    }
                     Err(error) => warn!(%error, "rebuilding outcome windows failed"),
                 }
             }
@@ -110,7 +117,7 @@ impl OutcomeConsumer {
         let decisions = self.audit.decisions_of(&ids, &model).await?;
         for (record, outcome) in &outcomes {
             match decisions.get(&outcome.application_id) {
-                Some((approved, probability, protected)) => {
+                Some(Ok((approved, probability, protected))) => {
                     self.monitoring.outcomes.record(&LabelledDecision {
                         partition: record.partition,
                         observed_millis: outcome.observed_at,
@@ -120,6 +127,11 @@ impl OutcomeConsumer {
                         protected: protected.clone(),
                     });
                     self.monitoring.count_outcome("matched");
+                }
+                Some(Err(error)) => {
+                    let (partition, offset) = (record.partition, record.offset);
+                    warn!(partition, offset, %error, "outcome skipped: its decision is unopenable");
+                    self.monitoring.count_outcome("unopenable");
                 }
                 None => self.monitoring.count_outcome("unmatched"),
             }

@@ -34,7 +34,7 @@ pub use estimate::{expected_performance, ExpectedPerformance};
 pub use fairness::{attribute_reports, AttributeReport, ComparisonStatus, GroupReport};
 pub use outcomes::OutcomeSnapshot;
 pub(crate) use outcomes::{LabelledDecision, OutcomeMonitor};
-pub use rebuild::AuditReader;
+pub use rebuild::{AuditReader, OutcomeRebuild};
 pub(crate) use shadow::{Comparison, ShadowComparison};
 pub use stats::{roc_auc, Estimate};
 pub use window::Counts;
@@ -44,17 +44,14 @@ pub use window::Counts;
 pub enum MonitorError {
     #[error("reading the audit table: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("{0}")]
-    Sealed(#[from] crate::codec::SealError),
 }
 
 impl Retriable for MonitorError {
-    /// The audit table is read again once the database answers; a sealed value that does not
-    /// open (a key missing from the key file, an altered row) stays so.
+    /// The audit table is read again once the database answers (a sealed value that does not
+    /// open is left out of the rebuild, not an error).
     fn retry(&self) -> Retry {
         match self {
             Self::Database(_) => Retry::Unavailable,
-            Self::Sealed(_) => Retry::Never,
         }
     }
 }

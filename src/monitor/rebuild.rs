@@ -7,13 +7,24 @@ use sqlx::{FromRow, PgPool, Row};
 
 use super::outcomes::LabelledDecision;
 use super::{MonitorError, Monitoring};
-use crate::codec::{ProtectedKeys, StoredProtected};
+use crate::codec::{ProtectedKeys, SealError, StoredProtected};
 
 /// The audit tables as the outcome rebuild reads them: the pool, and the keys that open the
 /// protected attributes.
 pub struct AuditReader<'a> {
     pub pool: &'a PgPool,
     pub keys: &'a ProtectedKeys,
+}
+
+/// What an outcome rebuild read.
+#[derive(Debug, Default)]
+pub struct OutcomeRebuild {
+    /// Rows counted in the outcome windows.
+    pub rows: u64,
+    /// Rows left out: their decision's sealed protected attributes do not open.
+    pub unopenable: u64,
+    /// Why the first of those did not open.
+    pub first_error: Option<SealError>,
 }
 
 /// `[approve, review, decline]` of a stored counts array.
@@ -83,7 +94,8 @@ impl Monitoring {
     }
 
     /// Re-reads the outcome window of the outcomes topic's `partitions` (stored before `before`),
-    /// joined to the decisions of the model `model_sha256`; returns the rows read.
+    /// joined to the decisions of the model `model_sha256`. A row whose protected attributes do
+    /// not open is left out and counted, never the reason to give up on the others.
     pub async fn rebuild_outcomes(
         &self,
         audit: AuditReader<'_>,
@@ -92,7 +104,7 @@ impl Monitoring {
         before: DateTime<Utc>,
         model_sha256: &str,
         window_seconds: i64,
-    ) -> Result<u64, MonitorError> {
+    ) -> Result<OutcomeRebuild, MonitorError> {
         let mut rows = sqlx::query(
             "SELECT o.source_partition, o.observed_at, o.defaulted, a.outcome = 0, a.probability_of_default,
                     a.sex_status, a.age_in_years, a.foreign_worker, a.application_id, a.protected_sealed
@@ -108,10 +120,17 @@ impl Monitoring {
         .bind(model_sha256)
         .bind(window_seconds as f64)
         .fetch(audit.pool);
-        let mut count = 0;
+        let mut rebuild = OutcomeRebuild::default();
         while let Some(row) = rows.try_next().await? {
             let observed: DateTime<Utc> = row.get(1);
-            let (_, protected) = StoredProtected::from_row(&row)?.open(audit.keys)?;
+            let protected = match StoredProtected::from_row(&row)?.open(audit.keys) {
+                Ok((_, protected)) => protected,
+                Err(error) => {
+                    rebuild.unopenable += 1;
+                    rebuild.first_error.get_or_insert(error);
+                    continue;
+                }
+            };
             self.outcomes.record(&LabelledDecision {
                 partition: row.get(0),
                 observed_millis: observed.timestamp_millis(),
@@ -120,8 +139,8 @@ impl Monitoring {
                 probability_of_default: row.get(4),
                 protected,
             });
-            count += 1;
+            rebuild.rows += 1;
         }
-        Ok(count)
+        Ok(rebuild)
     }
 }

@@ -208,7 +208,7 @@ impl Metrics {
             )
             .expect("metric"),
             outcomes: IntCounterVec::new(
-                Opts::new("credit_worker_outcomes_total", "Outcome events by result (matched, unmatched, invalid)."),
+                Opts::new("credit_worker_outcomes_total", "Outcome events by result (matched, unmatched, unopenable, invalid)."),
                 &["result"],
             )
             .expect("metric"),

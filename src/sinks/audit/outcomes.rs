@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::{FromRow, Row};
 
 use super::AuditStore;
-use crate::codec::StoredProtected;
+use crate::codec::{SealError, StoredProtected};
 use crate::domain::{InputRecord, LoanOutcome, ProtectedAttributes};
 use crate::sinks::SinkError;
 
@@ -36,12 +36,14 @@ impl AuditStore {
         Ok(())
     }
 
-    /// The decisions model `model_sha256` made for `application_ids`, by application id.
+    /// The decisions model `model_sha256` made for `application_ids`, by application id; a
+    /// decision whose sealed protected attributes do not open (a key gone from the key file, an
+    /// altered row) comes with the reason, and costs only its own outcome.
     pub async fn decisions_of(
         &self,
         application_ids: &[&str],
         model_sha256: &str,
-    ) -> Result<HashMap<String, JoinedDecision>, SinkError> {
+    ) -> Result<HashMap<String, Result<JoinedDecision, SealError>>, SinkError> {
         let rows = sqlx::query(
             "SELECT application_id, outcome = 0, probability_of_default, sex_status, age_in_years, foreign_worker,
                     protected_sealed
@@ -53,12 +55,14 @@ impl AuditStore {
         .fetch_all(self.pool())
         .await?;
         let keys = self.keys()?;
-        rows.into_iter()
-            .map(|row| {
-                let (application_id, protected) = StoredProtected::from_row(&row)?.open(keys)?;
-                Ok((application_id, (row.get(1), row.get(2), protected)))
-            })
-            .collect()
+        let mut joined = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let stored = StoredProtected::from_row(&row)?;
+            let application_id: String = row.get(0);
+            let decision = stored.open(keys).map(|(_, protected)| (row.get(1), row.get(2), protected));
+            joined.insert(application_id, decision);
+        }
+        Ok(joined)
     }
 }
 
