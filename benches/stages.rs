@@ -60,7 +60,7 @@ fn fixture() -> Fixture {
     let width = bundle.card.features.len();
     let mut rows = Vec::with_capacity(applications.len() * width);
     for application in &applications {
-        append_feature_vector(&bundle.card.features, &application.credit_request, &mut rows).expect("valid row");
+        append_feature_vector(&bundle.card.features, &application.credit_request.view(), &mut rows).expect("valid row");
     }
     Fixture { bundle, scorer, applications, bodies, rows, width }
 }
@@ -112,7 +112,7 @@ fn stages(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             for application in &fixture.applications {
-                append_feature_vector(&fixture.bundle.card.features, &application.credit_request, &mut out)
+                append_feature_vector(&fixture.bundle.card.features, &application.credit_request.view(), &mut out)
                     .expect("valid");
             }
             black_box(&out);

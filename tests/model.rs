@@ -44,7 +44,7 @@ fn fast_single_row_scoring_equals_lightgbm_batch_prediction() {
     let bundle = ModelBundle::load(&model_dir()).unwrap();
     let mut matrix = Vec::new();
     for row in read_german_credit(&data_path()).unwrap() {
-        append_feature_vector(&bundle.card.features, &row.credit_request, &mut matrix).unwrap();
+        append_feature_vector(&bundle.card.features, &row.credit_request.view(), &mut matrix).unwrap();
     }
     let width = bundle.card.features.len();
     let scorer = Scorer::new(&bundle.model_text).unwrap();
@@ -98,7 +98,7 @@ fn contributions_sum_to_raw_scores_and_reasons_are_stable() {
     let (card, catalogue) = (&bundle.card, &bundle.catalogue);
     let mut matrix = Vec::new();
     for row in read_german_credit(&data_path()).unwrap() {
-        append_feature_vector(&card.features, &row.credit_request, &mut matrix).unwrap();
+        append_feature_vector(&card.features, &row.credit_request.view(), &mut matrix).unwrap();
     }
     let width = card.features.len();
     let scorer = Scorer::new(&bundle.model_text).unwrap();
@@ -146,7 +146,7 @@ fn compiled_trees_reproduce_lightgbm_on_the_data_set() {
         assert_eq!(scorer.implementation(), "compiled", "{version}");
         let mut matrix = Vec::new();
         for row in &rows {
-            append_feature_vector(&card.features, &row.credit_request, &mut matrix).unwrap();
+            append_feature_vector(&card.features, &row.credit_request.view(), &mut matrix).unwrap();
         }
         let width = card.features.len();
         let compiled = scorer.contributions(&matrix).unwrap();

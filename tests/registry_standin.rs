@@ -52,7 +52,7 @@ async fn encoder_registers_and_worker_decodes() {
     let schemas = [(id, cache.writer_schema(id).await.unwrap())].into_iter().collect();
     let schemas: std::collections::HashMap<u32, _> = schemas;
     let decoder = ApplicationDecoder::new(schemas.iter().map(|(id, schema)| (*id, &schema.parsed)));
-    assert_eq!(decoder.decode(id, body).unwrap(), application);
+    assert_eq!(decoder.decode(id, body).unwrap().view(), application.view());
 
     let latest = get_schema_by_subject(&settings(&url), &SubjectNameStrategy::TopicNameStrategy("apps".into(), false))
         .await

@@ -158,7 +158,7 @@ impl FeatureMatrix {
     fn build(specs: &[FeatureSpec], rows: &[LabeledApplication]) -> Result<Self> {
         let mut values = Vec::with_capacity(rows.len() * specs.len());
         for (index, row) in rows.iter().enumerate() {
-            append_feature_vector(specs, &row.credit_request, &mut values)
+            append_feature_vector(specs, &row.credit_request.view(), &mut values)
                 .with_context(|| format!("data row {}", index + 2))?;
         }
         let labels = rows.iter().map(|row| if row.defaulted { 1.0 } else { 0.0 }).collect();

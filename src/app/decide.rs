@@ -7,12 +7,10 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use schema_registry_converter::avro_common::AvroSchema;
 
-use crate::codec::{encode_decision, split_frame, ApplicationDecoder, CodecError, ProtectedKeys};
+use crate::codec::{encode_decision, split_frame, ApplicationDecoder, CodecError, Decoded, ProtectedKeys};
 use crate::domain::MAX_APPLICATION_ID_BYTES;
-use crate::domain::{append_feature_vector, AdverseReason, AuditRow, DeadLetter, Decided, DecisionPolicy};
-use crate::domain::{
-    DecisionOutcome, DomainError, EventTimePolicy, InputRecord, LoanApplication, Outcome, StoredReason,
-};
+use crate::domain::{append_feature_vector, AuditRow, DeadLetter, Decided, DecisionPolicy};
+use crate::domain::{DecisionOutcome, DomainError, EventTimePolicy, InputRecord, Outcome, StoredReason};
 use crate::model::{ModelBundle, ScoredRows, Scorer};
 use crate::sources::Claim;
 
@@ -89,10 +87,11 @@ impl WriterSchema {
     }
 }
 
-struct Valid {
+struct Valid<'r> {
     index: usize,
     schema_id: u32,
-    application: LoanApplication,
+    /// Borrowed from the record's bytes where the writer schema is the bundled one.
+    application: Decoded<'r>,
     /// The application's event time, within the policy's skew.
     event_time: DateTime<Utc>,
 }
@@ -110,7 +109,7 @@ pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRe
         match decode_and_map(&decoder, context, index, record, processed_at, &mut rows) {
             Ok(item) if context.is_redelivered(record) => {
                 rows.truncate(rows.len() - width);
-                let application_id = item.application.application_id;
+                let application_id = item.application.view().application_id.to_owned();
                 outcomes[index] = Some(Outcome::Redelivered { application_id, announced });
             }
             Ok(item) => valid.push(item),
@@ -144,21 +143,24 @@ fn scoring_failed(message: String) -> Outcome {
 }
 
 /// Per row of `rows`, its adverse-action reasons: none for a row `scoring` did not explain (an
-/// approval), the catalogue's selection from its contributions for one it did.
+/// approval), the catalogue's selection from its contributions for one it did. The policy was
+/// built from this catalogue (`DecisionPolicy::new` keeps its order): entry = position + 1.
 fn adverse_reasons(
     context: &BatchContext,
     rows: &[f64],
     scoring: &ScoredRows,
-) -> Vec<Result<Vec<AdverseReason>, String>> {
+) -> Vec<Result<Vec<StoredReason>, String>> {
     let model = &context.model;
-    let width = model.card.features.len();
-    let mut results: Vec<Result<Vec<AdverseReason>, String>> = vec![Ok(Vec::new()); scoring.probabilities.len()];
+    let (features, medians) = (&model.card.features, &model.card.feature_medians);
+    let width = features.len();
+    let mut results: Vec<Result<Vec<StoredReason>, String>> = vec![Ok(Vec::new()); scoring.probabilities.len()];
     match &scoring.contributions {
         Ok(contributions) => {
             for (values, position) in contributions.chunks_exact(width + 1).zip(&scoring.explained) {
                 let row = &rows[position * width..(position + 1) * width];
-                results[*position] =
-                    Ok(model.catalogue.reasons(&model.card.features, row, values, &model.card.feature_medians));
+                let chosen = model.catalogue.choose(features, row, values, medians);
+                let stored = chosen.map(|(entry, contribution)| StoredReason { entry: entry as i16 + 1, contribution });
+                results[*position] = Ok(stored.collect());
             }
         }
         Err(error) => {
@@ -170,19 +172,20 @@ fn adverse_reasons(
     results
 }
 
-fn decode_and_map(
+fn decode_and_map<'r>(
     decoder: &ApplicationDecoder<'_>,
     context: &BatchContext,
     index: usize,
-    record: &InputRecord,
+    record: &'r InputRecord,
     processed_at: DateTime<Utc>,
     rows: &mut Vec<f64>,
-) -> Result<Valid, DeadLetter> {
+) -> Result<Valid<'r>, DeadLetter> {
     if let Some(error) = context.early_failures.get(&(record.partition, record.offset)) {
         return Err(error.clone().into());
     }
     let (schema_id, body) = split_frame(record.value.as_deref())?;
-    let application = decoder.decode(schema_id, body)?;
+    let decoded = decoder.decode(schema_id, body)?;
+    let application = decoded.view();
     if application.application_id.trim().is_empty() {
         return Err(DomainError::MissingField("application_id".into()).into());
     }
@@ -192,36 +195,30 @@ fn decode_and_map(
     }
     let event_time = context.event_times.check(application.event_time, processed_at)?;
     append_feature_vector(&context.model.card.features, &application.credit_request, rows)?;
-    Ok(Valid { index, schema_id, application, event_time })
+    Ok(Valid { index, schema_id, application: decoded, event_time })
 }
 
 fn decide(
     context: &BatchContext,
     record: &InputRecord,
-    item: Valid,
+    item: Valid<'_>,
     inputs: &[f64],
     probability: f64,
-    reasons: Vec<AdverseReason>,
+    reasons: Vec<StoredReason>,
     processed_at: DateTime<Utc>,
 ) -> Outcome {
     let policy = &context.policy;
-    let reasons = reasons
-        .into_iter()
-        .filter_map(|reason| {
-            Some(StoredReason { entry: policy.entry_of(&reason.code)?, contribution: reason.contribution })
-        })
-        .collect();
-    let application = item.application;
-    let sealed =
-        context.sealer.as_ref().map(|keys| keys.seal(&application.application_id, &application.protected_attributes));
+    let application = item.application.view();
+    let protected = application.protected.to_attributes();
+    let sealed = context.sealer.as_ref().map(|keys| keys.seal(application.application_id, &protected));
     let row = AuditRow {
         policy: Arc::clone(policy),
-        application_id: application.application_id,
+        application_id: application.application_id.to_owned(),
         outcome: policy.cutoffs.decide(probability),
         probability_of_default: probability,
         inputs: inputs.to_vec(),
         reasons,
-        protected: application.protected_attributes,
+        protected,
         sealed,
         schema_id: item.schema_id as i32,
         source_topic: Arc::clone(&record.topic),

@@ -8,8 +8,9 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use schema_registry_converter::schema_registry_common::get_payload;
 
+use super::in_place::read_application;
 use super::CodecError;
-use crate::domain::{LoanApplication, LoanOutcome, LOAN_APPLICATION, LOAN_OUTCOME};
+use crate::domain::{ApplicationView, LoanApplication, LoanOutcome, LOAN_APPLICATION, LOAN_OUTCOME};
 
 /// Splits a Confluent-framed value into schema id and Avro body.
 pub fn split_frame(value: Option<&[u8]>) -> Result<(u32, &[u8]), CodecError> {
@@ -24,11 +25,30 @@ pub fn split_frame(value: Option<&[u8]>) -> Result<(u32, &[u8]), CodecError> {
 
 /// How a body written with one schema id is read.
 enum BodyReader<'s> {
-    /// The writer schema is the bundled one: strict schema-aware deserialisation straight into the type.
-    Direct(GenericDatumReader<'s>),
+    /// The writer schema is the bundled one: read in place, borrowing the body's texts.
+    InPlace,
     /// Another (compatible) writer schema: read with it, check the encoding round-trips (the
     /// generic reader treats end of input inside a union or string as null), resolve to ours.
-    Resolving { reader: GenericDatumReader<'s>, writer: GenericDatumWriter<'s> },
+    Resolving(Box<(GenericDatumReader<'s>, GenericDatumWriter<'s>)>),
+}
+
+/// A decoded application: borrowed from the body, or resolved from another writer schema.
+/// The borrowed variant is the common one and stays unboxed: boxing it would allocate per record.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded<'a> {
+    InPlace(ApplicationView<'a>),
+    Resolved(Box<LoanApplication>),
+}
+
+impl Decoded<'_> {
+    /// The application, borrowed.
+    pub fn view(&self) -> ApplicationView<'_> {
+        match self {
+            Self::InPlace(view) => *view,
+            Self::Resolved(application) => application.view(),
+        }
+    }
 }
 
 /// Builds the readers for a set of writer schemas and decodes bodies with them.
@@ -44,12 +64,12 @@ impl<'s> ApplicationDecoder<'s> {
             .filter_map(|(id, writer_schema)| {
                 // apache-avro's structural comparison: no canonical form built per batch.
                 let reader = if *writer_schema == *LOAN_APPLICATION {
-                    BodyReader::Direct(GenericDatumReader::builder(writer_schema).build().ok()?)
+                    BodyReader::InPlace
                 } else {
-                    BodyReader::Resolving {
-                        reader: GenericDatumReader::builder(writer_schema).build().ok()?,
-                        writer: GenericDatumWriter::builder(writer_schema).build().ok()?,
-                    }
+                    BodyReader::Resolving(Box::new((
+                        GenericDatumReader::builder(writer_schema).build().ok()?,
+                        GenericDatumWriter::builder(writer_schema).build().ok()?,
+                    )))
                 };
                 Some((id, reader))
             })
@@ -58,17 +78,19 @@ impl<'s> ApplicationDecoder<'s> {
     }
 
     /// Decodes the Avro `body` written with schema `schema_id`.
-    pub fn decode(&self, schema_id: u32, body: &[u8]) -> Result<LoanApplication, CodecError> {
+    pub fn decode<'b>(&self, schema_id: u32, body: &'b [u8]) -> Result<Decoded<'b>, CodecError> {
         let reader = self.readers.get(&schema_id).ok_or_else(|| CodecError::IncompatibleSchema {
             id: schema_id,
             reason: "writer schema cannot be prepared for reading".into(),
         })?;
-        let mut remaining = body;
-        let application = match reader {
-            BodyReader::Direct(reader) => reader
-                .read_deser::<LoanApplication>(&mut remaining)
-                .map_err(|error| CodecError::Avro(error.to_string()))?,
-            BodyReader::Resolving { reader, writer } => {
+        let (application, taken) = match reader {
+            BodyReader::InPlace => {
+                let (view, taken) = read_application(body)?;
+                (Decoded::InPlace(view), taken)
+            }
+            BodyReader::Resolving(readers) => {
+                let (reader, writer) = &**readers;
+                let mut remaining = body;
                 let value = reader.read_value(&mut remaining).map_err(|error| CodecError::Avro(error.to_string()))?;
                 let consumed = &body[..body.len() - remaining.len()];
                 let mut encoded = Vec::with_capacity(body.len());
@@ -77,12 +99,13 @@ impl<'s> ApplicationDecoder<'s> {
                     return Err(CodecError::Avro("body is truncated or not canonically encoded".into()));
                 }
                 let resolved = value.resolve(&LOAN_APPLICATION).map_err(|error| classify(schema_id, &error))?;
-                apache_avro::from_value(&resolved)
-                    .map_err(|error| CodecError::IncompatibleSchema { id: schema_id, reason: error.to_string() })?
+                let application: LoanApplication = apache_avro::from_value(&resolved)
+                    .map_err(|error| CodecError::IncompatibleSchema { id: schema_id, reason: error.to_string() })?;
+                (Decoded::Resolved(Box::new(application)), consumed.len())
             }
         };
-        if !remaining.is_empty() {
-            return Err(CodecError::TrailingBytes(remaining.len()));
+        if taken < body.len() {
+            return Err(CodecError::TrailingBytes(body.len() - taken));
         }
         Ok(application)
     }
@@ -182,7 +205,8 @@ mod tests {
             GenericDatumWriter::builder(&evolved[&2]).build().unwrap().write_value_to_vec(evolved_value).unwrap();
         for (schemas, id, body) in [(&same, 1, &direct_body), (&evolved, 2, &evolved_body)] {
             let decoder = ApplicationDecoder::new(schemas.iter().map(|(id, schema)| (*id, schema)));
-            assert_eq!(decoder.decode(id, body), Ok(application()));
+            let expected = application();
+            assert_eq!(decoder.decode(id, body).unwrap().view(), expected.view());
             for cut in 0..body.len() {
                 let result = decoder.decode(id, &body[..cut]);
                 assert!(result.is_err(), "schema {id}, cut {cut} of {}: {result:?}", body.len());

@@ -4,6 +4,7 @@
 
 mod avro;
 mod decision;
+mod in_place;
 mod registry;
 mod sealed;
 
@@ -11,7 +12,7 @@ use crate::domain::DeadLetter;
 use crate::error::{Retriable, Retry};
 
 pub(crate) use avro::{decode_outcome, encode_framed};
-pub use avro::{split_frame, ApplicationDecoder};
+pub use avro::{split_frame, ApplicationDecoder, Decoded};
 pub use decision::encode_decision;
 pub use registry::SchemaCache;
 pub(crate) use registry::{register_schema, registry_reachable};

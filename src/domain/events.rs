@@ -78,42 +78,6 @@ pub enum FieldValue<'a> {
     Category(&'a str),
 }
 
-impl CreditRequest {
-    /// The field named `name` (a model-card feature name), or `None` when no such field exists.
-    pub fn field(&self, name: &str) -> Option<FieldValue<'_>> {
-        fn text(value: &Option<String>) -> FieldValue<'_> {
-            value.as_deref().map_or(FieldValue::Missing, FieldValue::Category)
-        }
-        fn int(value: Option<i32>) -> FieldValue<'static> {
-            value.map_or(FieldValue::Missing, |v| FieldValue::Number(f64::from(v)))
-        }
-        Some(match name {
-            "status_of_existing_checking_account" => text(&self.status_of_existing_checking_account),
-            "duration_in_month" => int(self.duration_in_month),
-            "credit_history" => text(&self.credit_history),
-            "purpose" => text(&self.purpose),
-            "credit_amount" => self.credit_amount.map_or(FieldValue::Missing, FieldValue::Number),
-            "savings_account_and_bonds" => text(&self.savings_account_and_bonds),
-            "present_employment_since" => text(&self.present_employment_since),
-            "installment_rate_in_percentage_of_disposable_income" => {
-                int(self.installment_rate_in_percentage_of_disposable_income)
-            }
-            "other_debtors_or_guarantors" => text(&self.other_debtors_or_guarantors),
-            "present_residence_since" => int(self.present_residence_since),
-            "property" => text(&self.property),
-            "other_installment_plans" => text(&self.other_installment_plans),
-            "housing" => text(&self.housing),
-            "number_of_existing_credits_at_this_bank" => int(self.number_of_existing_credits_at_this_bank),
-            "job" => text(&self.job),
-            "number_of_people_being_liable_to_provide_maintenance_for" => {
-                int(self.number_of_people_being_liable_to_provide_maintenance_for)
-            }
-            "telephone" => text(&self.telephone),
-            _ => return None,
-        })
-    }
-}
-
 /// Attributes kept for fairness monitoring only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProtectedAttributes {

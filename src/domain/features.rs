@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::events::{CreditRequest, FieldValue};
+use super::events::FieldValue;
+use super::view::CreditRequestView;
 use super::DomainError;
 
 /// One model input and how an application field becomes its numeric value.
@@ -126,7 +127,7 @@ pub fn feature_specs() -> Vec<FeatureSpec> {
 /// On error `out` is left as it was.
 pub fn append_feature_vector(
     specs: &[FeatureSpec],
-    request: &CreditRequest,
+    request: &CreditRequestView<'_>,
     out: &mut Vec<f64>,
 ) -> Result<(), DomainError> {
     let start = out.len();
@@ -142,7 +143,7 @@ pub fn append_feature_vector(
     Ok(())
 }
 
-fn encode(spec: &FeatureSpec, request: &CreditRequest) -> Result<f64, DomainError> {
+fn encode(spec: &FeatureSpec, request: &CreditRequestView<'_>) -> Result<f64, DomainError> {
     let name = || spec.name.clone();
     let value = request.field(&spec.name).ok_or_else(|| DomainError::UnknownFeature(name()))?;
     match (&spec.encoding, value) {
@@ -171,6 +172,7 @@ fn encode(spec: &FeatureSpec, request: &CreditRequest) -> Result<f64, DomainErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::CreditRequest;
 
     fn specs() -> Vec<FeatureSpec> {
         vec![
@@ -216,7 +218,7 @@ mod tests {
         ];
         for (input, expected) in cases {
             let mut out = vec![99.0];
-            let result = append_feature_vector(&specs(), &input, &mut out);
+            let result = append_feature_vector(&specs(), &input.view(), &mut out);
             match expected {
                 Ok(vector) => {
                     assert_eq!(result, Ok(()));
@@ -236,10 +238,10 @@ mod tests {
     fn reports_type_mismatch_and_unknown_feature() {
         let mut specs = specs();
         specs[1].encoding = FeatureEncoding::Numeric { valid_min: 0.0, valid_max: 1.0 };
-        let result = append_feature_vector(&specs, &request(Some(6), Some("own"), Some(1.0)), &mut vec![]);
+        let result = append_feature_vector(&specs, &request(Some(6), Some("own"), Some(1.0)).view(), &mut vec![]);
         assert_eq!(result.unwrap_err().kind(), "wrong_type");
         specs[1].name = "age_in_years".into();
-        let result = append_feature_vector(&specs, &request(Some(6), Some("own"), Some(1.0)), &mut vec![]);
+        let result = append_feature_vector(&specs, &request(Some(6), Some("own"), Some(1.0)).view(), &mut vec![]);
         assert_eq!(result, Err(DomainError::UnknownFeature("age_in_years".into())));
     }
 

@@ -12,6 +12,7 @@ mod groups;
 mod policy;
 mod reasons;
 mod record;
+mod view;
 
 use crate::error::{Retriable, Retry};
 
@@ -30,6 +31,7 @@ pub use groups::{label, GroupingConfig, ATTRIBUTES, UNKNOWN, UNKNOWN_INDEX};
 pub use policy::{DecisionPolicy, PolicyReason};
 pub use reasons::{CatalogueEntry, Direction, ReasonCatalogue, MAX_REASONS};
 pub use record::{DeadLetter, Decided, InputRecord, Outcome, MAX_APPLICATION_ID_BYTES};
+pub use view::{ApplicationView, CreditRequestView, ProtectedView, CREDIT_REQUEST_FIELDS};
 
 /// Why a domain rule refuses an application, a catalogue, cutoffs or a grouping. The messages
 /// name fields and keys, never applicant data.

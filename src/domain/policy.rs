@@ -54,11 +54,6 @@ impl DecisionPolicy {
         }
     }
 
-    /// The 1-based entry of the reason `code`, if the catalogue has it.
-    pub fn entry_of(&self, code: &str) -> Option<i16> {
-        self.reasons.iter().position(|reason| reason.code == code).map(|index| index as i16 + 1)
-    }
-
     /// Entry `entry` (1-based).
     pub fn reason(&self, entry: i16) -> Option<&PolicyReason> {
         usize::try_from(entry).ok().and_then(|entry| entry.checked_sub(1)).and_then(|index| self.reasons.get(index))

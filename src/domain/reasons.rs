@@ -83,7 +83,7 @@ impl ReasonCatalogue {
         }
         for spec in features {
             for direction in directions(spec) {
-                if self.entry(&spec.name, direction).is_none() {
+                if self.position(&spec.name, direction).is_none() {
                     return Err(DomainError::CatalogueMissing { feature: spec.name.clone(), direction });
                 }
             }
@@ -91,8 +91,9 @@ impl ReasonCatalogue {
         Ok(())
     }
 
-    fn entry(&self, feature: &str, direction: Direction) -> Option<&CatalogueEntry> {
-        self.reasons.iter().find(|entry| entry.feature == feature && entry.direction == direction)
+    /// The position in `self.reasons` of the entry for `feature` in `direction`.
+    fn position(&self, feature: &str, direction: Direction) -> Option<usize> {
+        self.reasons.iter().position(|entry| entry.feature == feature && entry.direction == direction)
     }
 
     /// Reasons for one row. `contributions` holds one value per feature then the bias (LightGBM's
@@ -104,28 +105,51 @@ impl ReasonCatalogue {
         contributions: &[f64],
         medians: &[f64],
     ) -> Vec<AdverseReason> {
-        let mut candidates: Vec<usize> =
-            (0..features.len()).filter(|index| contributions[*index] > self.min_contribution).collect();
-        candidates.sort_by(|a, b| contributions[*b].total_cmp(&contributions[*a]).then(a.cmp(b)));
-        candidates.truncate(self.max_reasons);
-        candidates
-            .into_iter()
-            .map(|index| {
-                let spec = &features[index];
-                let direction = match spec.encoding {
-                    FeatureEncoding::Categorical { .. } => Direction::Any,
-                    FeatureEncoding::Numeric { .. } if row[index] >= medians[index] => Direction::High,
-                    FeatureEncoding::Numeric { .. } => Direction::Low,
-                };
-                let entry = self.entry(&spec.name, direction).expect("validated catalogue covers every feature");
+        self.choose(features, row, contributions, medians)
+            .map(|(position, contribution)| {
+                let entry = &self.reasons[position];
                 AdverseReason {
                     code: entry.code.clone(),
-                    feature: spec.name.clone(),
+                    feature: entry.feature.clone(),
                     text: entry.text.clone(),
-                    contribution: contributions[index],
+                    contribution,
                 }
             })
             .collect()
+    }
+
+    /// [`ReasonCatalogue::reasons`] without allocating: each reason as the position of its entry
+    /// in `self.reasons`, with the feature's contribution, principal first.
+    pub fn choose<'s>(
+        &'s self,
+        features: &'s [FeatureSpec],
+        row: &'s [f64],
+        contributions: &'s [f64],
+        medians: &'s [f64],
+    ) -> impl Iterator<Item = (usize, f64)> + 's {
+        let mut top = [(0usize, 0.0f64); MAX_REASONS];
+        let mut chosen = 0;
+        let limit = self.max_reasons.min(MAX_REASONS);
+        let adverse = contributions.iter().take(features.len()).copied().enumerate();
+        for (index, contribution) in adverse.filter(|(_, contribution)| *contribution > self.min_contribution) {
+            // Features come in position order: an equal contribution stays behind an earlier one.
+            let at = top[..chosen].iter().position(|(_, kept)| contribution.total_cmp(kept).is_gt()).unwrap_or(chosen);
+            if at < limit {
+                chosen = (chosen + 1).min(limit);
+                top.copy_within(at..chosen - 1, at + 1);
+                top[at] = (index, contribution);
+            }
+        }
+        top.into_iter().take(chosen).map(move |(index, contribution)| {
+            let spec = &features[index];
+            let direction = match spec.encoding {
+                FeatureEncoding::Categorical { .. } => Direction::Any,
+                FeatureEncoding::Numeric { .. } if row[index] >= medians[index] => Direction::High,
+                FeatureEncoding::Numeric { .. } => Direction::Low,
+            };
+            let position = self.position(&spec.name, direction).expect("validated catalogue covers every feature");
+            (position, contribution)
+        })
     }
 }
 
@@ -205,6 +229,33 @@ mod tests {
         let catalogue = parse(CATALOGUE, &features()).unwrap();
         let reasons = catalogue.reasons(&features(), &[0.0, 0.0, 0.0], &[0.3, 0.1, 0.3, 0.0], &[0.0; 3]);
         assert_eq!(codes(&reasons), ["P", "H"]);
+    }
+
+    proptest::proptest! {
+        /// The selection without allocation is the sort it replaces: contributions above the
+        /// floor, largest first, ties by feature position, at most `max_reasons`.
+        #[test]
+        fn choosing_is_sorting_and_truncating(
+            picks in proptest::collection::vec(0usize..6, 3),
+            max_reasons in 1usize..=4,
+        ) {
+            let values = [0.5, 0.2, 0.2, 0.01, -1.0, f64::NAN];
+            let contributions: Vec<f64> = picks.iter().map(|pick| values[*pick]).chain([0.0]).collect();
+            let mut catalogue = parse(CATALOGUE, &features()).unwrap();
+            catalogue.max_reasons = max_reasons;
+            let mut expected: Vec<usize> = (0..3).filter(|index| contributions[*index] > 0.01).collect();
+            expected.sort_by(|a, b| contributions[*b].total_cmp(&contributions[*a]).then(a.cmp(b)));
+            expected.truncate(max_reasons);
+            let row = [0.0, 5000.0, 0.0];
+            let chosen: Vec<usize> = catalogue
+                .choose(&features(), &row, &contributions, &[0.0, 1000.0, 0.0])
+                .map(|(position, _)| position)
+                .collect();
+            let features = features();
+            let named: Vec<&str> = chosen.iter().map(|position| catalogue.reasons[*position].feature.as_str()).collect();
+            let wanted: Vec<&str> = expected.iter().map(|index| features[*index].name.as_str()).collect();
+            proptest::prop_assert_eq!(named, wanted);
+        }
     }
 
     /// A catalogue naming a protected attribute, missing a direction, or reusing a code is refused.
