@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use super::Monitoring;
 use crate::domain::{label, outcome_code, outcome_of, AuditRow, BucketCounts, DriftCount, FairnessCount};
 
+/// One (model, partition, bucket)'s drift counts: (series, count per bin), in the model's order.
+type SeriesSlots = Vec<(usize, Vec<i64>)>;
+
 impl Monitoring {
     /// The counts `rows` add (pure).
     pub fn bucket_counts(&self, rows: &[&AuditRow]) -> BucketCounts {
@@ -15,7 +18,9 @@ impl Monitoring {
         // Counted by group index; each group is named once, below.
         let mut fairness: BTreeMap<(i32, i64, usize, u16), [i64; 3]> = BTreeMap::new();
         let mut groups = Vec::new();
-        let mut drift: BTreeMap<(i32, i64, i16, &str), Vec<i64>> = BTreeMap::new();
+        // One lookup per row (the model's 64 hex digits compared once), then a model's series
+        // come in the same order every row: the k-th is counted in slot k.
+        let mut drift: BTreeMap<(&str, i32, i64), SeriesSlots> = BTreeMap::new();
         let mut watermarks: BTreeMap<i32, i64> = BTreeMap::new();
         for row in rows {
             let event_millis = row.event_time.timestamp_millis();
@@ -27,9 +32,14 @@ impl Monitoring {
                 fairness.entry((partition, bucket_ms, position, *group)).or_default()[outcome] += 1;
             }
             let model = row.policy.model_sha256.as_str();
-            for (series, bin, bins) in self.drift.bins(model, &row.inputs, row.probability_of_default) {
-                let counts = drift.entry((partition, bucket_ms, series as i16, model)).or_insert_with(|| vec![0; bins]);
-                if let Some(count) = counts.get_mut(bin) {
+            let slots = drift.entry((model, partition, bucket_ms)).or_default();
+            for (slot, (series, bin, bins)) in
+                self.drift.bins(model, &row.inputs, row.probability_of_default).into_iter().enumerate()
+            {
+                if slot == slots.len() {
+                    slots.push((series, vec![0; bins]));
+                }
+                if let Some(count) = slots[slot].1.get_mut(bin) {
                     *count += 1;
                 }
             }
@@ -37,6 +47,22 @@ impl Monitoring {
             *watermark = (*watermark).max(event_millis);
         }
         let labels = grouping.labels();
+        let mut drift: Vec<DriftCount> = drift
+            .into_iter()
+            .flat_map(|((model, partition, bucket_ms), slots)| {
+                slots.into_iter().map(move |(series, counts)| DriftCount {
+                    partition,
+                    bucket_ms,
+                    series: series as i16,
+                    model_sha256: model.to_owned(),
+                    counts,
+                })
+            })
+            .collect();
+        drift.sort_unstable_by(|a, b| {
+            let key = |count: &DriftCount| (count.partition, count.bucket_ms, count.series);
+            key(a).cmp(&key(b)).then_with(|| a.model_sha256.cmp(&b.model_sha256))
+        });
         BucketCounts {
             fairness: fairness
                 .into_iter()
@@ -48,16 +74,7 @@ impl Monitoring {
                     counts,
                 })
                 .collect(),
-            drift: drift
-                .into_iter()
-                .map(|((partition, bucket_ms, series, model), counts)| DriftCount {
-                    partition,
-                    bucket_ms,
-                    series,
-                    model_sha256: model.to_owned(),
-                    counts,
-                })
-                .collect(),
+            drift,
             watermarks: watermarks.into_iter().collect(),
         }
     }
