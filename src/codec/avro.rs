@@ -1,5 +1,6 @@
-//! Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro body) →
-//! [`LoanApplication`], resolved against the bundled reader schema; and events → framed Avro.
+//! Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro body) → a loan
+//! application: read in place when written with the bundled schema (`in_place`), otherwise
+//! resolved against it into a [`LoanApplication`]; and events → framed Avro.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,5 @@
-//! Bytes on the wire ↔ typed events: the Confluent frame and Avro bodies (`avro`), and the
+//! Bytes on the wire ↔ typed events: the Confluent frame and Avro bodies (`avro`, with the
+//! bundled application schema read in place by `in_place`), and the
 //! schema registry (`registry`): writer schemas by id, cached, and our output schemas
 //! registered; decisions written straight from their audit rows (`decision`); protected attributes sealed for storage (`sealed`).
 
