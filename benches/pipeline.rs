@@ -72,6 +72,12 @@ struct Options {
     /// Another build of the worker to bench (an earlier commit's, to compare); default this one's.
     #[arg(long)]
     worker: Option<std::path::PathBuf>,
+    /// `linger.ms` of the producer offering the latency run's events: the upstream system's
+    /// wait to share a request, part of every event's latency. Lower is not faster here: at
+    /// 1 ms the broker's extra requests took the CPU the worker needed (event -> consumed p99
+    /// 60-72 ms against 33-44 ms at 10).
+    #[arg(long, default_value_t = 10)]
+    latency_linger_ms: u32,
     /// Champion/peer pairs of the `peer` scenario.
     #[arg(long, default_value_t = 3)]
     pairs: usize,
@@ -143,6 +149,10 @@ struct LatencyReport {
     /// Event → decision audited and announced, from the worker's histogram.
     announced: durable::DurableLatency,
     cpu_microseconds_per_decision: f64,
+    /// The producer's `linger.ms` offering the events.
+    linger_ms: u32,
+    /// Mean milliseconds per batch of each stage during the latency run.
+    stage_mean_ms: BTreeMap<String, f64>,
 }
 
 #[tokio::main]
@@ -259,6 +269,8 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     let mut offered = deployment.replay_options(&format!("{prefix}-lat"));
     offered.count = Some(latency_events);
     offered.rate = options.rate;
+    offered.linger_ms = options.latency_linger_ms;
+    let stages_before = stage_totals(&worker).await;
     let cpu_before = process_cpu_seconds(pid);
     let before = durable::observed(&worker, options.events as f64).await;
     let (audited_before, announced_before) =
@@ -268,6 +280,7 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     let total = (options.events + latency_events) as f64;
     wait_for_rows(&worker, total, Duration::from_secs(300), None).await;
     let latency_cpu = process_cpu_seconds(pid) - cpu_before;
+    let latency_stages = stage_means_since(&stage_totals(&worker).await, &stages_before);
     let after = durable::observed(&worker, total).await;
     let durable = durable::Buckets::of(&after, durable::AUDITED).since(&audited_before).report();
     let announced = durable::Buckets::of(&after, durable::ANNOUNCED).since(&announced_before).report();
@@ -300,7 +313,7 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     .await
     .unwrap();
     let peak_rss_mib = worker.peak_rss_mib();
-    let stage_mean_ms = stage_means(&worker).await;
+    let stage_mean_ms = stage_means_since(&stage_totals(&worker).await, &BTreeMap::new());
     let mean_batch_rows = worker.metric("credit_worker_audit_batch_rows_sum").await
         / worker.metric("credit_worker_audit_batch_rows_count").await.max(1.0);
     assert!(worker.terminate(Duration::from_secs(30)), "the worker did not stop cleanly");
@@ -338,6 +351,8 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
             cpu_microseconds_per_decision: latency_cpu / latency_events.max(1) as f64 * 1e6,
             durable,
             announced,
+            linger_ms: options.latency_linger_ms,
+            stage_mean_ms: latency_stages,
         },
         stage_mean_ms,
         mean_batch_rows,
@@ -385,14 +400,29 @@ async fn audit_rows_written(worker: &WorkerProcess) -> Option<f64> {
 }
 
 /// Mean milliseconds per batch of each stage, from `credit_worker_stage_seconds`.
-async fn stage_means(worker: &WorkerProcess) -> BTreeMap<String, f64> {
+/// Seconds spent and batches seen per stage, so far.
+async fn stage_totals(worker: &WorkerProcess) -> BTreeMap<String, (f64, f64)> {
     let metrics = worker.metrics().await;
     metrics
         .samples("credit_worker_stage_seconds_sum", &[])
         .filter_map(|sum| {
             let stage = sum.label("stage")?;
             let count = metrics.value("credit_worker_stage_seconds_count", &[("stage", stage)])?;
-            Some((stage.to_owned(), sum.value / count.max(1.0) * 1e3))
+            Some((stage.to_owned(), (sum.value, count)))
+        })
+        .collect()
+}
+
+/// Mean milliseconds per batch of each stage between two [`stage_totals`].
+fn stage_means_since(
+    totals: &BTreeMap<String, (f64, f64)>,
+    earlier: &BTreeMap<String, (f64, f64)>,
+) -> BTreeMap<String, f64> {
+    totals
+        .iter()
+        .map(|(stage, (sum, count))| {
+            let (sum_before, count_before) = earlier.get(stage).copied().unwrap_or_default();
+            (stage.clone(), (sum - sum_before) / (count - count_before).max(1.0) * 1e3)
         })
         .collect()
 }

@@ -44,9 +44,10 @@ pub fn print(report: &Report) {
             [("audit commit", &scenario.latency.durable), ("audited and announced", &scenario.latency.announced)]
         {
             println!(
-                "{:<10} event -> {point} at {:.0} events/s offered: p50 {:.1} ms, p99 {:.1} ms, {:.1}% within 25 ms ({:.0} events)",
+                "{:<10} event -> {point} at {:.0} events/s offered (linger {} ms): p50 {:.1} ms, p99 {:.1} ms, {:.1}% within 25 ms ({:.0} events)",
                 "",
                 scenario.latency.offered_rate,
+                scenario.latency.linger_ms,
                 latency.p50_ms,
                 latency.p99_ms,
                 latency.share_within_25_ms * 100.0,
@@ -56,6 +57,9 @@ pub fn print(report: &Report) {
         let stages: Vec<String> =
             scenario.stage_mean_ms.iter().map(|(stage, ms)| format!("{stage} {ms:.2} ms")).collect();
         println!("{:<10} stages per batch: {}", "", stages.join(", "));
+        let stages: Vec<String> =
+            scenario.latency.stage_mean_ms.iter().map(|(stage, ms)| format!("{stage} {ms:.2} ms")).collect();
+        println!("{:<10} stages per batch at the offered rate: {}", "", stages.join(", "));
     }
     let rate = |name: &str| report.scenarios.iter().find(|scenario| scenario.name == name).map(|s| s.events_per_second);
     if let (Some(empty), Some(prefilled)) = (rate("champion"), rate("prefilled")) {

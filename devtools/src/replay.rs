@@ -74,6 +74,10 @@ pub struct ReplayOptions {
     /// for testing the event-time policy with hostile values.
     #[arg(long, allow_negative_numbers = true)]
     pub event_time_ms: Option<i64>,
+    /// The producer's `linger.ms`: how long a record may wait to share a request (it adds to
+    /// every event's latency).
+    #[arg(long, default_value_t = 10)]
+    pub linger_ms: u32,
 }
 
 /// How protected attributes are replayed.
@@ -152,7 +156,7 @@ pub async fn replay(options: &ReplayOptions) -> Result<ReplayReport> {
         .set("bootstrap.servers", &options.bootstrap_servers)
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("linger.ms", "10")
+        .set("linger.ms", options.linger_ms.to_string())
         .set("message.timeout.ms", "60000")
         .create()
         .context("creating the Kafka producer")?;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use super::queue::Receiver;
 use crate::domain::{AuditRow, BucketCounts, InputRecord, Outcome};
 use crate::monitor::Monitoring;
 
@@ -98,6 +99,8 @@ pub(super) struct AuditedBatch {
 pub(super) trait Merge: Sized {
     /// The assignment epoch of each partition the batch holds records of.
     fn epochs(&self) -> &HashMap<i32, u64>;
+    /// How many records it holds (what bounds a queue of batches).
+    fn records(&self) -> usize;
     /// Appends `next` (the batch after this one).
     fn absorb(&mut self, next: Self);
 }
@@ -105,6 +108,10 @@ pub(super) trait Merge: Sized {
 impl Merge for DecidedBatch {
     fn epochs(&self) -> &HashMap<i32, u64> {
         &self.epochs
+    }
+
+    fn records(&self) -> usize {
+        self.records.len()
     }
 
     fn absorb(&mut self, next: DecidedBatch) {
@@ -127,6 +134,10 @@ impl Merge for AuditedBatch {
         &self.epochs
     }
 
+    fn records(&self) -> usize {
+        self.records.len()
+    }
+
     fn absorb(&mut self, next: AuditedBatch) {
         let shift = self.outcomes.len();
         self.new_rows.extend(next.new_rows.iter().map(|position| position + shift));
@@ -147,15 +158,12 @@ fn same_assignment<T: Merge>(earlier: &T, later: &T) -> bool {
 
 /// Receives the next batch, joined by every batch queued behind it of the same assignment; one
 /// of another is kept in `held` for the next call.
-pub(super) async fn next_merged<T: Merge>(
-    queue: &mut tokio::sync::mpsc::Receiver<T>,
-    held: &mut Option<T>,
-) -> Option<T> {
+pub(super) async fn next_merged<T: Merge>(queue: &mut Receiver<T>, held: &mut Option<T>) -> Option<T> {
     let mut batch = match held.take() {
         Some(batch) => batch,
         None => queue.recv().await?,
     };
-    while let Ok(next) = queue.try_recv() {
+    while let Some(next) = queue.try_recv() {
         if !same_assignment(&batch, &next) {
             *held = Some(next);
             break;
@@ -205,9 +213,10 @@ mod tests {
     /// Queued batches are taken together up to the first of another assignment, which comes next.
     #[tokio::test]
     async fn a_batch_of_another_assignment_waits_for_the_next_turn() {
-        let (sender, mut queue) = tokio::sync::mpsc::channel(4);
+        let (sender, mut queue) = super::super::queue::bounded(100);
         for batch in [decided(3, 0..2, 5), decided(4, 0..1, 9), decided(3, 2..6, 6), decided(3, 6..7, 6)] {
-            sender.send(batch).await.unwrap();
+            let records = batch.records();
+            assert!(sender.send(batch, records).await.is_ok());
         }
         drop(sender);
         let mut held = None;

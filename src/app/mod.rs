@@ -1,7 +1,7 @@
 //! The worker: wires source → decide → sinks → monitors and runs them until shutdown.
 //!
-//! - `pipeline`: the intake and sink stages and the bounded queue between them; `batches`: the
-//!   batches between stages, and how queued ones join;
+//! - `pipeline`: the intake and sink stages; `queue`: the queues between them, bounded by
+//!   records; `batches`: the batches between stages, and how queued ones join;
 //! - `decide`: one batch through decode → features → score → decide, on a scoring thread (pure);
 //! - `schemas`: writer schemas for a batch; `durable`: publish + audit with retries;
 //!   `observe`: metrics and monitors fed once a batch is durable; `shadow`: the challenger;
@@ -20,6 +20,7 @@ mod isolate;
 mod observe;
 mod outcomes;
 mod pipeline;
+mod queue;
 mod recall;
 mod retry;
 mod schemas;

@@ -1,10 +1,10 @@
 //! The pipeline: the intake decodes, scores and decides the next batch on a scoring thread while
-//! the sink makes earlier ones durable, joined by bounded queues of
-//! `pipeline.batches_in_flight` batches. The sink audits batches in `pipeline.audit_lanes`
-//! lanes by partition, each lane in order (all its batches that are waiting at once, in one
-//! transaction on its own connection), and announces them, with their offsets, once they are
-//! audited (all that are waiting at once), while the next are audited: an audit never waits for
-//! an announcement unless `pipeline.batches_in_flight` audited batches wait.
+//! the sink makes earlier ones durable, joined by queues of `pipeline.batches_in_flight` full
+//! batches' records. The sink audits batches in `pipeline.audit_lanes` lanes by partition, each
+//! lane in order (all its batches that are waiting at once, in one transaction on its own
+//! connection), and announces them, with their offsets, once they are audited (all that are
+//! waiting at once), while the next are audited: an audit never waits for an announcement
+//! unless that many records wait to be announced.
 //! Shadow scoring runs behind the sink, on its own queue: a slow challenger never delays a batch
 //! unless that queue is full.
 
@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::batches::{next_merged, AuditedBatch, DecidedBatch, Precounted};
+use super::batches::{next_merged, AuditedBatch, DecidedBatch, Merge, Precounted};
 use super::decide::{process_batch, BatchContext};
 use super::isolate::isolate_panics;
+use super::queue;
 use super::retry::RetryPolicy;
 use super::shutdown::Supervisor;
 use super::Abandoned;
@@ -61,10 +62,10 @@ impl Pipeline {
     pub async fn run(self) -> anyhow::Result<()> {
         let max_records = self.config.pipeline.batch_max_records;
         let max_wait = Duration::from_millis(self.config.pipeline.batch_max_wait_ms);
-        let in_flight = self.config.pipeline.batches_in_flight;
+        let queued_records = self.config.pipeline.batches_in_flight * max_records;
         let lanes = self.config.pipeline.audit_lanes;
         let (to_lanes, lane_queues): (Vec<_>, Vec<_>) =
-            (0..lanes).map(|_| tokio::sync::mpsc::channel::<DecidedBatch>(in_flight)).unzip();
+            (0..lanes).map(|_| queue::bounded::<DecidedBatch>(queued_records)).unzip();
         // Each stage is a task of its own: a stage blocking its thread on librdkafka (in
         // `block_in_place`) leaves the others running.
         let shared = Arc::new(self);
@@ -85,7 +86,8 @@ impl Pipeline {
                 };
                 let started = Instant::now();
                 for (lane, part) in batch.into_lanes(lanes) {
-                    if to_lanes[lane].send(part).await.is_err() {
+                    let records = part.records();
+                    if to_lanes[lane].send(part, records).await.is_err() {
                         break 'batches;
                     }
                 }
@@ -96,7 +98,7 @@ impl Pipeline {
         // are announced; a partition's batches are announced in audit order. Batches that queued
         // up behind a slow stage are finished together: one audit transaction (one commit to
         // wait for), or one Kafka transaction.
-        let (audited, mut to_announce) = tokio::sync::mpsc::channel::<AuditedBatch>(in_flight);
+        let (audited, mut to_announce) = queue::bounded::<AuditedBatch>(queued_records);
         let mut audits = Vec::with_capacity(lanes);
         for (lane, mut to_finish) in lane_queues.into_iter().enumerate() {
             let (pipeline, audited) = (Arc::clone(&shared), audited.clone());
@@ -109,7 +111,8 @@ impl Pipeline {
                         to_finish.close();
                         break;
                     };
-                    if audited.send(batch).await.is_err() {
+                    let records = batch.records();
+                    if audited.send(batch, records).await.is_err() {
                         to_finish.close();
                         break;
                     }

@@ -177,8 +177,9 @@ pub struct PipelineConfig {
     /// Longest wait for more records once a batch has one; 0: the batch takes what the consumer
     /// has fetched already and closes (under load that fills it, under light load nothing waits).
     pub batch_max_wait_ms: u64,
-    /// Decided batches that may wait for their audit while the next one is scored, and audited
-    /// batches that may wait for their announcement while the next is audited (1 to 16).
+    /// Full batches' worth of records (`batch_max_records` each) that may wait for their audit
+    /// while the next batch is scored, and for their announcement while the next is audited
+    /// (1 to 16). The queues count records, so many small batches fit.
     #[serde(default = "default_batches_in_flight")]
     pub batches_in_flight: usize,
     /// Audit transactions that may run at once, each on its own connection, for the batches of

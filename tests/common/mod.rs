@@ -216,6 +216,7 @@ impl Deployment {
             outcomes_topic: None,
             outcomes_only: false,
             event_time_ms: None,
+            linger_ms: 10,
         }
     }
 
