@@ -214,6 +214,21 @@ mod tests {
         }
     }
 
+    /// The chain's format is fixed: rows stored years ago must verify. These are the hashes of
+    /// one row as plain (v2) and sealed (v3), pinned.
+    #[test]
+    fn the_hash_format_is_pinned() {
+        let plain = hex::encode(row().hash(1, &GENESIS, None));
+        let sealed = hex::encode(row().hash(7, &[9; 32], Some(&[5; 300])));
+        assert_eq!(
+            (plain.as_str(), sealed.as_str()),
+            (
+                "d7f73d1ce8f65289ea314e54397d56de0d2a82c118912e1d6564bdc823f86560",
+                "f777be50ff287fe6040f54753864235e69abb0f476873dac99e811f5c71712f1"
+            )
+        );
+    }
+
     /// Any change to the content, the place or the previous hash changes the row hash; of a
     /// sealed row, any change to the sealed bytes does.
     #[test]
