@@ -54,12 +54,11 @@ pub fn print(report: &Report) {
                 latency.events
             );
         }
-        let stages: Vec<String> =
-            scenario.stage_mean_ms.iter().map(|(stage, ms)| format!("{stage} {ms:.2} ms")).collect();
-        println!("{:<10} stages per batch: {}", "", stages.join(", "));
-        let stages: Vec<String> =
-            scenario.latency.stage_mean_ms.iter().map(|(stage, ms)| format!("{stage} {ms:.2} ms")).collect();
-        println!("{:<10} stages per batch at the offered rate: {}", "", stages.join(", "));
+        let stages = |means: &std::collections::BTreeMap<String, f64>| {
+            means.iter().map(|(stage, ms)| format!("{stage} {ms:.2} ms")).collect::<Vec<_>>().join(", ")
+        };
+        println!("{:<10} stages per batch: {}", "", stages(&scenario.stage_mean_ms));
+        println!("{:<10} stages per batch at the offered rate: {}", "", stages(&scenario.latency.stage_mean_ms));
     }
     let rate = |name: &str| report.scenarios.iter().find(|scenario| scenario.name == name).map(|s| s.events_per_second);
     if let (Some(empty), Some(prefilled)) = (rate("champion"), rate("prefilled")) {

@@ -41,7 +41,7 @@ impl<T> Sender<T> {
     /// Queues `batch` of `records` records once there is room; gives it back if the receiver
     /// is gone.
     pub(super) async fn send(&self, batch: T, records: usize) -> Result<(), T> {
-        let wanted = (records.max(1) as u64).min(u64::from(self.bound)) as u32;
+        let wanted = records.clamp(1, self.bound as usize) as u32;
         let Ok(permit) = Arc::clone(&self.room).acquire_many_owned(wanted).await else { return Err(batch) };
         self.sender.send((batch, permit)).map_err(|returned| returned.0 .0)
     }
