@@ -148,6 +148,8 @@ struct LatencyReport {
     durable: durable::DurableLatency,
     /// Event → decision audited and announced, from the worker's histogram.
     announced: durable::DurableLatency,
+    /// Consumed → audit commit (the worker's own part of `durable`), from its histogram.
+    worker: durable::DurableLatency,
     cpu_microseconds_per_decision: f64,
     /// The producer's `linger.ms` offering the events.
     linger_ms: u32,
@@ -275,6 +277,7 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     let before = durable::observed(&worker, options.events as f64).await;
     let (audited_before, announced_before) =
         (durable::Buckets::of(&before, durable::AUDITED), durable::Buckets::of(&before, durable::ANNOUNCED));
+    let worker_before = durable::Buckets::of(&before, durable::WORKER);
     let offered_from = chrono::Utc::now() - chrono::Duration::seconds(1);
     credit_devtools::replay::replay(&offered).await.expect("offering the latency load");
     let total = (options.events + latency_events) as f64;
@@ -284,6 +287,7 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
     let after = durable::observed(&worker, total).await;
     let durable = durable::Buckets::of(&after, durable::AUDITED).since(&audited_before).report();
     let announced = durable::Buckets::of(&after, durable::ANNOUNCED).since(&announced_before).report();
+    let worker_part = durable::Buckets::of(&after, durable::WORKER).since(&worker_before).report();
     let pool = sqlx::PgPool::connect(&deployment.database_url).await.expect("audit database");
     let (p50, p95, p99, max): (f64, f64, f64, f64) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), \
@@ -351,6 +355,7 @@ async fn run_scenario(options: &Options, name: &str, shadow: bool) -> ScenarioRe
             cpu_microseconds_per_decision: latency_cpu / latency_events.max(1) as f64 * 1e6,
             durable,
             announced,
+            worker: worker_part,
             linger_ms: options.latency_linger_ms,
             stage_mean_ms: latency_stages,
         },

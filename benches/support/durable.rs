@@ -14,6 +14,8 @@ use crate::common::WorkerProcess;
 pub const AUDITED: &str = "credit_worker_event_to_audit_seconds";
 /// Event → audited and announced.
 pub const ANNOUNCED: &str = "credit_worker_event_to_decision_seconds";
+/// Consumed → audit commit: the worker's own part of [`AUDITED`].
+pub const WORKER: &str = "credit_worker_consume_to_audit_seconds";
 
 /// A scrape once both histograms hold `events` observations (a batch is observed after it is
 /// announced, a little after its audit rows are counted); panics, with the worker's log, if

@@ -54,6 +54,14 @@ pub fn print(report: &Report) {
                 latency.events
             );
         }
+        let worker = &scenario.latency.worker;
+        println!(
+            "{:<10} consumed -> audit commit (the worker's part): p50 {:.1} ms, p99 {:.1} ms, {:.1}% within 25 ms",
+            "",
+            worker.p50_ms,
+            worker.p99_ms,
+            worker.share_within_25_ms * 100.0
+        );
         let stages = |means: &std::collections::BTreeMap<String, f64>| {
             means.iter().map(|(stage, ms)| format!("{stage} {ms:.2} ms")).collect::<Vec<_>>().join(", ")
         };

@@ -10,7 +10,8 @@ use schema_registry_converter::avro_common::AvroSchema;
 use crate::codec::{encode_decision, split_frame, ApplicationDecoder, CodecError, Decoded, ProtectedKeys};
 use crate::domain::MAX_APPLICATION_ID_BYTES;
 use crate::domain::{append_feature_vector, AuditRow, DeadLetter, Decided, DecisionPolicy};
-use crate::domain::{DecisionOutcome, DomainError, EventTimePolicy, InputRecord, Outcome, StoredReason};
+use crate::domain::{DecisionOutcome, DomainError, EventTimePolicy, InputRecord, LoanApplication, Outcome};
+use crate::domain::{ProtectedView, StoredReason};
 use crate::model::{ModelBundle, ScoredRows, Scorer};
 use crate::sources::Claim;
 
@@ -90,10 +91,43 @@ impl WriterSchema {
 struct Valid<'r> {
     index: usize,
     schema_id: u32,
-    /// Borrowed from the record's bytes where the writer schema is the bundled one.
-    application: Decoded<'r>,
+    /// What the decision needs of the application once its features are in the batch's rows.
+    kept: Kept<'r>,
     /// The application's event time, within the policy's skew.
     event_time: DateTime<Utc>,
+}
+
+/// The parts of an application its decision needs after scoring, so a row moves a few words,
+/// not the whole decoded application: borrowed from the record's bytes where the writer schema
+/// is the bundled one, else the resolved application.
+enum Kept<'r> {
+    InPlace { application_id: &'r str, protected: ProtectedView<'r> },
+    Resolved(Box<LoanApplication>),
+}
+
+impl<'r> From<Decoded<'r>> for Kept<'r> {
+    fn from(decoded: Decoded<'r>) -> Self {
+        match decoded {
+            Decoded::InPlace(view) => Self::InPlace { application_id: view.application_id, protected: view.protected },
+            Decoded::Resolved(application) => Self::Resolved(application),
+        }
+    }
+}
+
+impl Kept<'_> {
+    fn application_id(&self) -> &str {
+        match self {
+            Self::InPlace { application_id, .. } => application_id,
+            Self::Resolved(application) => &application.application_id,
+        }
+    }
+
+    fn protected(&self) -> ProtectedView<'_> {
+        match self {
+            Self::InPlace { protected, .. } => *protected,
+            Self::Resolved(application) => application.view().protected,
+        }
+    }
 }
 
 /// Processes `records` in order; the result has one outcome per record, same positions.
@@ -109,7 +143,7 @@ pub fn process_batch(scorer: &Scorer, context: &BatchContext, records: &[InputRe
         match decode_and_map(&decoder, context, index, record, processed_at, &mut rows) {
             Ok(item) if context.is_redelivered(record) => {
                 rows.truncate(rows.len() - width);
-                let application_id = item.application.view().application_id.to_owned();
+                let application_id = item.kept.application_id().to_owned();
                 outcomes[index] = Some(Outcome::Redelivered { application_id, announced });
             }
             Ok(item) => valid.push(item),
@@ -195,7 +229,7 @@ fn decode_and_map<'r>(
     }
     let event_time = context.event_times.check(application.event_time, processed_at)?;
     append_feature_vector(&context.model.card.features, &application.credit_request, rows)?;
-    Ok(Valid { index, schema_id, application: decoded, event_time })
+    Ok(Valid { index, schema_id, kept: decoded.into(), event_time })
 }
 
 fn decide(
@@ -208,12 +242,12 @@ fn decide(
     processed_at: DateTime<Utc>,
 ) -> Outcome {
     let policy = &context.policy;
-    let application = item.application.view();
-    let protected = application.protected.to_attributes();
-    let sealed = context.sealer.as_ref().map(|keys| keys.seal(application.application_id, &protected));
+    let application_id = item.kept.application_id();
+    let protected = item.kept.protected().to_attributes();
+    let sealed = context.sealer.as_ref().map(|keys| keys.seal(application_id, &protected));
     let row = AuditRow {
         policy: Arc::clone(policy),
-        application_id: application.application_id.to_owned(),
+        application_id: application_id.to_owned(),
         outcome: policy.cutoffs.decide(probability),
         probability_of_default: probability,
         inputs: inputs.to_vec(),

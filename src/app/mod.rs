@@ -56,9 +56,6 @@ use shutdown::Supervisor;
 pub use decide::{process_batch, BatchContext, WriterSchema};
 pub use shutdown::shutdown_on_signal;
 
-/// Fetch wait of the input consumer: a record waits at most this long for a broker that does
-/// not answer a long poll early.
-const INPUT_FETCH_WAIT_MS: u32 = 10;
 /// Fetch wait of the outcomes consumer (librdkafka's default): delayed labels need no 10 ms
 /// polls, which cost an idle Tansu about 9% of a core.
 const OUTCOMES_FETCH_WAIT_MS: u32 = 500;
@@ -203,7 +200,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             session_timeout_ms: kafka.session_timeout_ms,
             instance_id,
             transactional: true,
-            fetch_wait_max_ms: INPUT_FETCH_WAIT_MS,
+            fetch_wait_max_ms: kafka.input_fetch_wait_ms,
             client_properties: &kafka.client_properties,
         },
         Some((metrics.clone(), Arc::clone(&readiness))),

@@ -9,11 +9,12 @@ use super::pipeline::Pipeline;
 use crate::domain::{outcome_code, outcome_of, AuditRow, BucketCounts, DecisionOutcome, Outcome};
 
 impl Pipeline {
-    /// Event time → audit commit (the durable point) of the rows just written.
+    /// Event time and consumption → audit commit (the durable point) of the rows just written.
     pub(super) fn observe_audited<'a>(&self, rows: impl Iterator<Item = &'a AuditRow>) {
         let now = Utc::now();
         for row in rows {
             self.metrics.event_to_audit_seconds.observe(seconds_between(row.event_time, now));
+            self.metrics.consume_to_audit_seconds.observe(seconds_between(row.consumed_at, now));
         }
     }
 

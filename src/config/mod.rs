@@ -168,6 +168,7 @@ mod tests {
             ("[kafka]\ngroup_id = ' '", "kafka.group_id"),
             ("[kafka]\ndecisions_topic = 'loan-applications'", "kafka.decisions_topic"),
             ("[kafka]\nsession_timeout_ms = 10", "kafka.session_timeout_ms"),
+            ("[kafka]\ninput_fetch_wait_ms = 0", "kafka.input_fetch_wait_ms"),
             ("[kafka.client_properties]\n'group.id' = 'x'", "kafka.client_properties"),
             ("[schema_registry]\nurl = 'localhost:8081'", "schema_registry.url"),
             ("[database]\nurl = 'mysql://x'", "database.url"),

@@ -111,6 +111,11 @@ pub struct KafkaConfig {
     pub outcomes_topic: String,
     /// Consumer group session timeout.
     pub session_timeout_ms: u64,
+    /// Longest wait of an input fetch for records (`fetch.wait.max.ms`, 1-1000). A broker that
+    /// does not answer a long poll early (Tansu) holds a record up to this long; every empty
+    /// fetch costs the broker CPU.
+    #[serde(default = "default_input_fetch_wait_ms")]
+    pub input_fetch_wait_ms: u32,
     /// This replica's stable name (for example the pod name): its static group membership
     /// (`group.instance.id`, so a restarted replica gets its partitions back at once) and its
     /// Kafka transactional id (`<group_id>-<instance_id>`). Unset: dynamic membership and a
@@ -223,6 +228,10 @@ fn property_values<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
             (key, text)
         })
         .collect())
+}
+
+fn default_input_fetch_wait_ms() -> u32 {
+    10
 }
 
 fn default_batches_in_flight() -> usize {

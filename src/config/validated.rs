@@ -107,6 +107,9 @@ impl RawConfig {
         if !(1000..=300_000).contains(&self.kafka.session_timeout_ms) {
             return Err(invalid("kafka.session_timeout_ms", "must be between 1000 and 300000"));
         }
+        if !(1..=1000).contains(&self.kafka.input_fetch_wait_ms) {
+            return Err(invalid("kafka.input_fetch_wait_ms", "must be between 1 and 1000"));
+        }
         if let Some(instance_id) = &self.kafka.instance_id {
             let plain = !instance_id.is_empty()
                 && instance_id.len() <= 200

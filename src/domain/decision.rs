@@ -49,9 +49,19 @@ impl Cutoffs {
 }
 
 /// Deterministic decision id: the same application scored by the same model always gets the same id.
+/// A UUIDv5 of `application_id`, U+001F and `model_sha256`, hashed in place with the `sha1` crate
+/// (which uses the CPU's SHA instructions where it has them) rather than `Uuid::new_v5`.
 pub fn decision_id(application_id: &str, model_sha256: &str) -> Uuid {
-    let name = format!("{application_id}\u{1f}{model_sha256}");
-    Uuid::new_v5(&DECISION_ID_NAMESPACE, name.as_bytes())
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::new()
+        .chain_update(DECISION_ID_NAMESPACE.as_bytes())
+        .chain_update(application_id.as_bytes())
+        .chain_update([0x1f])
+        .chain_update(model_sha256.as_bytes())
+        .finalize();
+    let mut bytes = [0; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
 #[cfg(test)]
@@ -91,5 +101,16 @@ mod tests {
         assert_eq!(decision_id("a", "m"), decision_id("a", "m"));
         assert_ne!(decision_id("a", "m"), decision_id("a", "n"));
         assert_ne!(decision_id("a", "m"), decision_id("b", "m"));
+    }
+
+    /// The ids are the UUIDv5 of `application_id`, U+001F and the model hash, as `Uuid::new_v5`
+    /// makes them (ids published before are unchanged), for empty, multi-byte and long names.
+    #[test]
+    fn decision_ids_are_uuid_v5() {
+        let (long, hex) = ("x".repeat(300), "f".repeat(64));
+        for (application, model) in [("", ""), ("a", "m"), ("app-ü-1", "35bf70c4"), (long.as_str(), hex.as_str())] {
+            let name = format!("{application}\u{1f}{model}");
+            assert_eq!(decision_id(application, model), Uuid::new_v5(&DECISION_ID_NAMESPACE, name.as_bytes()));
+        }
     }
 }

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     pub event_to_decision_seconds: Histogram,
     pub event_to_audit_seconds: Histogram,
+    pub consume_to_audit_seconds: Histogram,
     pub consume_to_decision_seconds: Histogram,
     pub stage_seconds: HistogramVec,
     pub audit_rows_written: IntCounter,
@@ -102,6 +103,14 @@ impl Metrics {
                 HistogramOpts::new(
                     "credit_worker_event_to_audit_seconds",
                     "Event time to the decision's audit commit (the durable point).",
+                )
+                .buckets(latency_buckets.clone()),
+            )
+            .expect("metric"),
+            consume_to_audit_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "credit_worker_consume_to_audit_seconds",
+                    "Consumed to the decision's audit commit: the worker's own part of the durable latency.",
                 )
                 .buckets(latency_buckets.clone()),
             )
@@ -308,6 +317,7 @@ impl Metrics {
             Box::new(metrics.dead_letters.clone()),
             Box::new(metrics.event_to_decision_seconds.clone()),
             Box::new(metrics.event_to_audit_seconds.clone()),
+            Box::new(metrics.consume_to_audit_seconds.clone()),
             Box::new(metrics.consume_to_decision_seconds.clone()),
             Box::new(metrics.stage_seconds.clone()),
             Box::new(metrics.audit_rows_written.clone()),
