@@ -9,12 +9,15 @@ use super::pipeline::Pipeline;
 use crate::domain::{outcome_code, outcome_of, AuditRow, BucketCounts, DecisionOutcome, Outcome};
 
 impl Pipeline {
-    /// Event time and consumption → audit commit (the durable point) of the rows just written.
+    /// Event time and consumption → audit commit (the durable point) of the rows just written,
+    /// gathered locally and added to the shared histograms once per batch.
     pub(super) fn observe_audited<'a>(&self, rows: impl Iterator<Item = &'a AuditRow>) {
         let now = Utc::now();
+        let (event, consumed) =
+            (self.metrics.event_to_audit_seconds.local(), self.metrics.consume_to_audit_seconds.local());
         for row in rows {
-            self.metrics.event_to_audit_seconds.observe(seconds_between(row.event_time, now));
-            self.metrics.consume_to_audit_seconds.observe(seconds_between(row.consumed_at, now));
+            event.observe(seconds_between(row.event_time, now));
+            consumed.observe(seconds_between(row.consumed_at, now));
         }
     }
 

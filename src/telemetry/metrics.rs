@@ -116,7 +116,7 @@ impl Metrics {
             )
             .expect("metric"),
             consume_to_decision_seconds: Histogram::with_opts(
-                HistogramOpts::new("credit_worker_consume_to_decision_seconds", "Consumed to decision durable.")
+                HistogramOpts::new("credit_worker_consume_to_decision_seconds", "Consumed to decision audited and announced.")
                     .buckets(latency_buckets.clone()),
             )
             .expect("metric"),
