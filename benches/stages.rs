@@ -24,6 +24,7 @@ use credit_worker::domain::{LoanApplication, LOAN_APPLICATION};
 use credit_worker::model::ModelBundle;
 use credit_worker::model::Scorer;
 use credit_worker::monitor::Monitoring;
+use credit_worker::sources::RecordBuffer;
 use credit_worker::telemetry::Metrics;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -72,24 +73,17 @@ fn context(fixture: &Fixture) -> BatchContext {
 }
 
 fn records(fixture: &Fixture) -> Vec<InputRecord> {
-    let topic: Arc<str> = Arc::from("loan-applications");
-    (0..BATCH)
-        .map(|index| {
-            let body = &fixture.bodies[index % fixture.bodies.len()];
-            let mut value = Vec::with_capacity(body.len() + 5);
-            value.push(0);
-            value.extend_from_slice(&SCHEMA_ID.to_be_bytes());
-            value.extend_from_slice(body);
-            InputRecord {
-                topic: Arc::clone(&topic),
-                partition: (index % 4) as i32,
-                offset: index as i64,
-                key: Some(fixture.applications[index % fixture.applications.len()].application_id.clone().into_bytes()),
-                value: Some(value),
-                consumed_at: Utc::now(),
-            }
-        })
-        .collect()
+    let mut buffer = RecordBuffer::new(Arc::from("loan-applications"), BATCH);
+    for index in 0..BATCH {
+        let body = &fixture.bodies[index % fixture.bodies.len()];
+        let mut value = Vec::with_capacity(body.len() + 5);
+        value.push(0);
+        value.extend_from_slice(&SCHEMA_ID.to_be_bytes());
+        value.extend_from_slice(body);
+        let key = fixture.applications[index % fixture.applications.len()].application_id.as_bytes();
+        buffer.push((index % 4) as i32, index as i64, Some(key), Some(&value), Utc::now());
+    }
+    buffer.finish()
 }
 
 fn stages(c: &mut Criterion) {

@@ -71,7 +71,14 @@ fn fixture() -> Fixture {
 }
 
 fn record(value: Option<Vec<u8>>) -> InputRecord {
-    InputRecord { topic: Arc::from("t"), partition: 0, offset: 0, key: None, value, consumed_at: Utc::now() }
+    InputRecord {
+        topic: Arc::from("t"),
+        partition: 0,
+        offset: 0,
+        key: None,
+        value: value.map(Into::into),
+        consumed_at: Utc::now(),
+    }
 }
 
 fn frame(schema_id: u32, body: &[u8]) -> Vec<u8> {

@@ -86,7 +86,7 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
     let personal_status: HashSet<String> = credit_devtools::dataset::read_german_credit(&data_path())
         .unwrap()
         .into_iter()
-        .filter_map(|row| row.protected_attributes.personal_status_and_sex)
+        .filter_map(|row| row.protected_attributes.personal_status_and_sex.map(String::from))
         .collect();
     for log in &logs {
         let text = std::fs::read_to_string(log).unwrap();

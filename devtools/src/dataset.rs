@@ -87,9 +87,9 @@ impl TryFrom<Row> for LabeledApplication {
                 telephone: Some(row.telephone),
             },
             protected_attributes: ProtectedAttributes {
-                personal_status_and_sex: Some(row.personal_status_and_sex),
+                personal_status_and_sex: Some(row.personal_status_and_sex.into()),
                 age_in_years: Some(row.age_in_years),
-                foreign_worker: Some(row.foreign_worker),
+                foreign_worker: Some(row.foreign_worker.into()),
             },
             defaulted,
         })

@@ -7,11 +7,14 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use schema_registry_converter::avro_common::AvroSchema;
 
-use crate::codec::{encode_decision, split_frame, ApplicationDecoder, CodecError, Decoded, ProtectedKeys};
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use crate::codec::{split_frame, ApplicationDecoder, CodecError, Decoded, ProtectedKeys};
 use crate::domain::MAX_APPLICATION_ID_BYTES;
 use crate::domain::{append_feature_vector, AuditRow, DeadLetter, Decided, DecisionPolicy};
+use crate::domain::{share, Inputs, ProtectedAttributes, ProtectedView, Reasons, StoredReason};
 use crate::domain::{DecisionOutcome, DomainError, EventTimePolicy, InputRecord, LoanApplication, Outcome};
-use crate::domain::{ProtectedView, StoredReason};
 use crate::model::{ModelBundle, ScoredRows, Scorer};
 use crate::sources::Claim;
 
@@ -122,10 +125,17 @@ impl Kept<'_> {
         }
     }
 
-    fn protected(&self) -> ProtectedView<'_> {
+    /// The application id and protected attributes an audit row keeps, sharing `source` (the
+    /// record's value) where they were read from it.
+    fn into_owned(self, source: Option<&Bytes>) -> (ByteString, ProtectedAttributes) {
         match self {
-            Self::InPlace { protected, .. } => *protected,
-            Self::Resolved(application) => application.view().protected,
+            Self::InPlace { application_id, protected } => {
+                (share(source, application_id), protected.to_attributes_within(source))
+            }
+            Self::Resolved(application) => {
+                let LoanApplication { application_id, protected_attributes, .. } = *application;
+                (application_id.into(), protected_attributes)
+            }
         }
     }
 }
@@ -179,15 +189,11 @@ fn scoring_failed(message: String) -> Outcome {
 /// Per row of `rows`, its adverse-action reasons: none for a row `scoring` did not explain (an
 /// approval), the catalogue's selection from its contributions for one it did. The policy was
 /// built from this catalogue (`DecisionPolicy::new` keeps its order): entry = position + 1.
-fn adverse_reasons(
-    context: &BatchContext,
-    rows: &[f64],
-    scoring: &ScoredRows,
-) -> Vec<Result<Vec<StoredReason>, String>> {
+fn adverse_reasons(context: &BatchContext, rows: &[f64], scoring: &ScoredRows) -> Vec<Result<Reasons, String>> {
     let model = &context.model;
     let (features, medians) = (&model.card.features, &model.card.feature_medians);
     let width = features.len();
-    let mut results: Vec<Result<Vec<StoredReason>, String>> = vec![Ok(Vec::new()); scoring.probabilities.len()];
+    let mut results: Vec<Result<Reasons, String>> = vec![Ok(Reasons::new()); scoring.probabilities.len()];
     match &scoring.contributions {
         Ok(contributions) => {
             for (values, position) in contributions.chunks_exact(width + 1).zip(&scoring.explained) {
@@ -238,19 +244,18 @@ fn decide(
     item: Valid<'_>,
     inputs: &[f64],
     probability: f64,
-    reasons: Vec<StoredReason>,
+    reasons: Reasons,
     processed_at: DateTime<Utc>,
 ) -> Outcome {
     let policy = &context.policy;
-    let application_id = item.kept.application_id();
-    let protected = item.kept.protected().to_attributes();
-    let sealed = context.sealer.as_ref().map(|keys| keys.seal(application_id, &protected));
+    let (application_id, protected) = item.kept.into_owned(record.value.as_ref());
+    let sealed = context.sealer.as_ref().map(|keys| keys.seal(&application_id, &protected));
     let row = AuditRow {
         policy: Arc::clone(policy),
-        application_id: application_id.to_owned(),
+        application_id,
         outcome: policy.cutoffs.decide(probability),
         probability_of_default: probability,
-        inputs: inputs.to_vec(),
+        inputs: Inputs::from_slice(inputs),
         reasons,
         protected,
         sealed,
@@ -262,6 +267,5 @@ fn decide(
         consumed_at: record.consumed_at.trunc_subsecs(6),
         processed_at,
     };
-    let payload = encode_decision(&row, context.decision_schema_id);
-    Outcome::Decided(Box::new(Decided { row, payload }))
+    Outcome::Decided(Decided { row })
 }

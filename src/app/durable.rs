@@ -21,6 +21,7 @@ use super::batches::{lane_of, AuditedBatch, DecidedBatch, Precounted};
 use super::pipeline::Pipeline;
 use super::retry::GaveUp;
 use super::Abandoned;
+use crate::codec::encode_decision_into;
 use crate::domain::{AuditRow, DeadLetter, InputRecord, Outcome};
 use crate::error::{Retriable, Retry};
 use crate::sinks::{BatchWrite, Progress, Publication, SinkError};
@@ -147,6 +148,7 @@ impl Pipeline {
         outcomes: &[Outcome],
         epochs: &HashMap<i32, u64>,
     ) -> Result<(), Abandoned> {
+        let payloads = tokio::task::block_in_place(|| Payloads::encode(outcomes, self.decision_schema_id));
         // The offsets of an attempt whose commit's outcome is unknown.
         let in_doubt: std::sync::Mutex<Option<rdkafka::TopicPartitionList>> = std::sync::Mutex::new(None);
         let attempt = || async {
@@ -170,8 +172,9 @@ impl Pipeline {
             let publications: Vec<Publication<'_>> = records
                 .iter()
                 .zip(outcomes)
-                .filter(|(record, _)| owned(record.partition))
-                .filter_map(|(record, outcome)| publication(record, outcome))
+                .zip(payloads.spans.iter())
+                .filter(|((record, _), _)| owned(record.partition))
+                .filter_map(|((record, outcome), span)| publication(record, outcome, &payloads.bytes[span.clone()]))
                 .collect();
             let next = next_offsets(records.iter().filter(|record| owned(record.partition)));
             if next.is_empty() {
@@ -224,13 +227,38 @@ impl Pipeline {
     }
 }
 
-/// What `outcome` announces.
-fn publication<'a>(record: &'a InputRecord, outcome: &'a Outcome) -> Option<Publication<'a>> {
+/// What `outcome` announces; `payload` is its decision's, encoded.
+fn publication<'a>(record: &'a InputRecord, outcome: &'a Outcome, payload: &'a [u8]) -> Option<Publication<'a>> {
     match outcome {
         Outcome::Decided(decided) | Outcome::Stored(decided) => {
-            Some(Publication::Decision { application_id: &decided.row.application_id, payload: &decided.payload })
+            Some(Publication::Decision { application_id: &decided.row.application_id, payload })
         }
         Outcome::DeadLetter(reason) => Some(Publication::DeadLetter { record, reason }),
         Outcome::Redelivered { .. } | Outcome::Announced => None,
+    }
+}
+
+/// The `LoanDecision` of every decision of a batch, encoded once (before the first attempt)
+/// into one buffer.
+struct Payloads {
+    bytes: Vec<u8>,
+    /// By outcome: its payload's place in `bytes` (empty for outcomes that are not decisions).
+    spans: Vec<std::ops::Range<usize>>,
+}
+
+impl Payloads {
+    fn encode(outcomes: &[Outcome], schema_id: u32) -> Self {
+        let mut bytes = Vec::with_capacity(outcomes.len() * 384);
+        let spans = outcomes
+            .iter()
+            .map(|outcome| {
+                let start = bytes.len();
+                if let Outcome::Decided(decided) | Outcome::Stored(decided) = outcome {
+                    encode_decision_into(&mut bytes, &decided.row, schema_id);
+                }
+                start..bytes.len()
+            })
+            .collect();
+        Self { bytes, spans }
     }
 }

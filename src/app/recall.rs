@@ -12,7 +12,6 @@ use super::decide::BatchContext;
 use super::pipeline::Pipeline;
 use super::retry::GaveUp;
 use super::Abandoned;
-use crate::codec::encode_decision;
 use crate::domain::{AuditRow, Decided, InputRecord, Outcome};
 use crate::model::LoadedModel;
 use crate::sinks::SinkError;
@@ -67,7 +66,6 @@ impl Pipeline {
 
     /// The stored decision `row`, to announce again.
     pub(super) fn announce_again(&self, row: &AuditRow) -> Outcome {
-        let payload = encode_decision(row, self.decision_schema_id);
-        Outcome::Stored(Box::new(Decided { row: row.clone(), payload }))
+        Outcome::Stored(Decided { row: row.clone() })
     }
 }

@@ -7,38 +7,43 @@ use crate::domain::{decision_id, AuditRow, DecisionOutcome};
 
 /// A Confluent-framed `LoanDecision` for `row`, under registry id `schema_id`.
 pub fn encode_decision(row: &AuditRow, schema_id: u32) -> Vec<u8> {
-    let policy = &row.policy;
     let mut out = Vec::with_capacity(256 + 96 * row.reasons.len());
+    encode_decision_into(&mut out, row, schema_id);
+    out
+}
+
+/// [`encode_decision`], appended to `out` (a batch's decisions share one buffer).
+pub fn encode_decision_into(out: &mut Vec<u8>, row: &AuditRow, schema_id: u32) {
+    let policy = &row.policy;
     out.push(0);
     out.extend_from_slice(&schema_id.to_be_bytes());
     let mut id = uuid::Uuid::encode_buffer();
-    text(&mut out, decision_id(&row.application_id, &policy.model_sha256).hyphenated().encode_lower(&mut id));
-    text(&mut out, &row.application_id);
-    long(&mut out, symbol(row.outcome));
-    double(&mut out, row.probability_of_default);
-    text(&mut out, &policy.model_version);
-    text(&mut out, &policy.model_sha256);
-    double(&mut out, policy.cutoffs.approve_below);
-    double(&mut out, policy.cutoffs.decline_at_or_above);
-    long(&mut out, row.event_time.timestamp_millis());
-    long(&mut out, row.processed_at.timestamp_millis());
-    text(&mut out, &row.source_topic);
-    long(&mut out, i64::from(row.source_partition));
-    long(&mut out, row.source_offset);
+    text(out, decision_id(&row.application_id, &policy.model_sha256).hyphenated().encode_lower(&mut id));
+    text(out, &row.application_id);
+    long(out, symbol(row.outcome));
+    double(out, row.probability_of_default);
+    text(out, &policy.model_version);
+    text(out, &policy.model_sha256);
+    double(out, policy.cutoffs.approve_below);
+    double(out, policy.cutoffs.decline_at_or_above);
+    long(out, row.event_time.timestamp_millis());
+    long(out, row.processed_at.timestamp_millis());
+    text(out, &row.source_topic);
+    long(out, i64::from(row.source_partition));
+    long(out, row.source_offset);
     let reasons = || row.reasons.iter().filter_map(|reason| Some((policy.reason(reason.entry)?, reason.contribution)));
     let count = reasons().count();
     if count > 0 {
-        long(&mut out, count as i64);
+        long(out, count as i64);
         for (entry, contribution) in reasons() {
-            text(&mut out, &entry.code);
-            text(&mut out, &entry.feature);
-            text(&mut out, &entry.text);
-            double(&mut out, contribution);
+            text(out, &entry.code);
+            text(out, &entry.feature);
+            text(out, &entry.text);
+            double(out, contribution);
         }
     }
-    long(&mut out, 0);
-    text(&mut out, &policy.catalogue_version);
-    out
+    long(out, 0);
+    text(out, &policy.catalogue_version);
 }
 
 /// The enum's index in the schema's symbols (APPROVE, DECLINE, REVIEW).
@@ -98,11 +103,11 @@ mod tests {
         };
         AuditRow {
             policy: Arc::new(policy),
-            application_id: format!("app-{offset}-ü"),
+            application_id: format!("app-{offset}-ü").into(),
             outcome,
             probability_of_default: 0.1 + offset as f64 / 1e4,
-            inputs: vec![1169.0, 6.0],
-            reasons,
+            inputs: vec![1169.0, 6.0].into(),
+            reasons: reasons.into(),
             protected: ProtectedAttributes::default(),
             sealed: None,
             schema_id: 1,

@@ -14,7 +14,7 @@ use crate::error::{Retriable, Retry};
 
 pub(crate) use avro::{decode_outcome, encode_framed};
 pub use avro::{split_frame, ApplicationDecoder, Decoded};
-pub use decision::encode_decision;
+pub use decision::{encode_decision, encode_decision_into};
 pub use registry::SchemaCache;
 pub(crate) use registry::{register_schema, registry_reachable};
 pub use sealed::{ProtectedKeys, SealError, StoredProtected, SEAL_OVERHEAD};

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
-use crate::domain::ProtectedAttributes;
+use bytestring::ByteString;
+
+use crate::domain::{ProtectedAttributes, SealedBytes};
 
 const NONCE: usize = 24;
 /// Key id, nonce and tag: what sealing adds to the plaintext.
@@ -72,9 +74,9 @@ impl ProtectedKeys {
     }
 
     /// `protected` sealed under the active key, bound to `application_id`.
-    pub fn seal(&self, application_id: &str, protected: &ProtectedAttributes) -> Vec<u8> {
+    pub fn seal(&self, application_id: &str, protected: &ProtectedAttributes) -> SealedBytes {
         let nonce: [u8; NONCE] = rand::random();
-        let mut out = Vec::with_capacity(SEAL_OVERHEAD + 48);
+        let mut out = SealedBytes::new();
         out.push(self.active);
         out.extend_from_slice(&nonce);
         encode(protected, &mut out);
@@ -118,9 +120,9 @@ impl StoredProtected {
         let protected = match &self.protected_sealed {
             Some(sealed) => keys.open(&self.application_id, sealed)?,
             None => ProtectedAttributes {
-                personal_status_and_sex: self.sex_status,
+                personal_status_and_sex: self.sex_status.map(ByteString::from),
                 age_in_years: self.age_in_years.map(i32::from),
-                foreign_worker: self.foreign_worker,
+                foreign_worker: self.foreign_worker.map(ByteString::from),
             },
         };
         Ok((self.application_id, protected))
@@ -128,8 +130,8 @@ impl StoredProtected {
 }
 
 /// The plaintext of `protected`, appended to `out`.
-fn encode(protected: &ProtectedAttributes, out: &mut Vec<u8>) {
-    let text = |value: Option<&str>, out: &mut Vec<u8>| match value {
+fn encode(protected: &ProtectedAttributes, out: &mut SealedBytes) {
+    let text = |value: Option<&str>, out: &mut SealedBytes| match value {
         Some(value) => {
             let value = &value.as_bytes()[..value.len().min(usize::from(ABSENT) - 1)];
             out.extend_from_slice(&(value.len() as u16).to_le_bytes());
@@ -148,12 +150,12 @@ fn decode(mut bytes: &[u8]) -> Option<ProtectedAttributes> {
         *bytes = tail;
         Some(head)
     }
-    fn text(bytes: &mut &[u8]) -> Option<Option<String>> {
+    fn text(bytes: &mut &[u8]) -> Option<Option<ByteString>> {
         let length = u16::from_le_bytes(take(bytes, 2)?.try_into().ok()?);
         if length == ABSENT {
             return Some(None);
         }
-        Some(Some(String::from_utf8(take(bytes, usize::from(length))?.to_vec()).ok()?))
+        Some(Some(ByteString::try_from(take(bytes, usize::from(length))?).ok()?))
     }
     let personal_status_and_sex = text(&mut bytes)?;
     let age = i32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?);

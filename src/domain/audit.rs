@@ -11,8 +11,10 @@
 
 use std::sync::Arc;
 
+use bytestring::ByteString;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 
 use super::decision::decision_id;
 use super::events::{AdverseReason, DecisionOutcome, LoanDecision, ProtectedAttributes};
@@ -28,23 +30,33 @@ pub struct StoredReason {
     pub contribution: f64,
 }
 
-/// One audit row.
+/// Model inputs of a row: inline up to 24 features (no allocation per decision).
+pub type Inputs = SmallVec<[f64; 24]>;
+
+/// Reasons of a row: at most [`super::MAX_REASONS`], inline.
+pub type Reasons = SmallVec<[StoredReason; 4]>;
+
+/// Sealed protected attributes: inline up to 96 bytes (the data set's take up to 87).
+pub type SealedBytes = SmallVec<[u8; 96]>;
+
+/// One audit row. A new row's application id and protected texts share the consumed batch's
+/// buffer; its inputs, reasons and sealed attributes are inline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRow {
     pub policy: Arc<DecisionPolicy>,
-    pub application_id: String,
+    pub application_id: ByteString,
     pub outcome: DecisionOutcome,
     pub probability_of_default: f64,
     /// Model inputs exactly as scored, in the policy's feature order.
-    pub inputs: Vec<f64>,
+    pub inputs: Inputs,
     /// Adverse-action reasons, principal first (empty for approvals).
-    pub reasons: Vec<StoredReason>,
+    pub reasons: Reasons,
     /// Monitoring-only protected attributes (in memory; at rest they are sealed).
     pub protected: ProtectedAttributes,
     /// The protected attributes as stored, sealed (see `codec::ProtectedKeys`): set on rows read
     /// back that were written sealed and on new rows sealed when decided; `None` on new rows the
     /// sink is to seal, and on rows written before sealing.
-    pub sealed: Option<Vec<u8>>,
+    pub sealed: Option<SealedBytes>,
     pub schema_id: i32,
     pub source_topic: Arc<str>,
     pub source_partition: i32,
@@ -101,7 +113,7 @@ impl AuditRow {
             .collect();
         LoanDecision {
             decision_id: decision_id(&self.application_id, &policy.model_sha256).to_string(),
-            application_id: self.application_id.clone(),
+            application_id: self.application_id.to_string(),
             decision: self.outcome,
             probability_of_default: self.probability_of_default,
             model_version: policy.model_version.clone(),
@@ -200,8 +212,9 @@ mod tests {
             application_id: "app-1".into(),
             outcome: DecisionOutcome::Decline,
             probability_of_default: 0.61,
-            inputs: vec![1169.0, 6.0],
-            reasons: vec![StoredReason { entry: 2, contribution: 0.4 }, StoredReason { entry: 1, contribution: 0.1 }],
+            inputs: vec![1169.0, 6.0].into(),
+            reasons: vec![StoredReason { entry: 2, contribution: 0.4 }, StoredReason { entry: 1, contribution: 0.1 }]
+                .into(),
             protected: ProtectedAttributes::default(),
             sealed: None,
             schema_id: 1,

@@ -3,6 +3,7 @@
 use std::sync::LazyLock;
 
 use apache_avro::Schema;
+use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
 /// Avro schema text of [`LoanApplication`].
@@ -81,9 +82,9 @@ pub enum FieldValue<'a> {
 /// Attributes kept for fairness monitoring only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProtectedAttributes {
-    pub personal_status_and_sex: Option<String>,
+    pub personal_status_and_sex: Option<ByteString>,
     pub age_in_years: Option<i32>,
-    pub foreign_worker: Option<String>,
+    pub foreign_worker: Option<ByteString>,
 }
 
 /// Outcome of the decision policy.

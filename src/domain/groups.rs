@@ -248,9 +248,9 @@ mod tests {
 
     fn protected(status: Option<&str>, age: Option<i32>, foreign: Option<&str>) -> ProtectedAttributes {
         ProtectedAttributes {
-            personal_status_and_sex: status.map(str::to_owned),
+            personal_status_and_sex: status.map(Into::into),
             age_in_years: age,
-            foreign_worker: foreign.map(str::to_owned),
+            foreign_worker: foreign.map(Into::into),
         }
     }
 

@@ -16,7 +16,9 @@ mod view;
 
 use crate::error::{Retriable, Retry};
 
-pub use audit::{application_key, outcome_code, outcome_of, AuditRow, StoredReason, GENESIS};
+pub use audit::{
+    application_key, outcome_code, outcome_of, AuditRow, Inputs, Reasons, SealedBytes, StoredReason, GENESIS,
+};
 pub use counts::{BucketCounts, DriftCount, FairnessCount};
 pub use decision::{decision_id, Cutoffs};
 pub use event_time::EventTimePolicy;
@@ -31,7 +33,7 @@ pub use groups::{label, GroupingConfig, ATTRIBUTES, UNKNOWN, UNKNOWN_INDEX};
 pub use policy::{DecisionPolicy, PolicyReason};
 pub use reasons::{CatalogueEntry, Direction, ReasonCatalogue, MAX_REASONS};
 pub use record::{DeadLetter, Decided, InputRecord, Outcome, MAX_APPLICATION_ID_BYTES};
-pub use view::{ApplicationView, CreditRequestView, ProtectedView, CREDIT_REQUEST_FIELDS};
+pub use view::{share, ApplicationView, CreditRequestView, ProtectedView, CREDIT_REQUEST_FIELDS};
 
 /// Why a domain rule refuses an application, a catalogue, cutoffs or a grouping. The messages
 /// name fields and keys, never applicant data.

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::audit::AuditRow;
@@ -11,22 +12,24 @@ use super::DomainError;
 /// Longest accepted application id (it becomes a Kafka key, a UUIDv5 input and an indexed column).
 pub const MAX_APPLICATION_ID_BYTES: usize = 256;
 
-/// A consumed Kafka record, owned.
+/// A consumed Kafka record. Its key and value share the buffer of the batch it was consumed in.
 #[derive(Debug, Clone)]
 pub struct InputRecord {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
     pub consumed_at: DateTime<Utc>,
 }
 
 /// What became of one record.
 #[derive(Debug, Clone)]
+// Decisions are the common outcome and are kept inline: boxing them would allocate per decision.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// Scored and decided now: audit, then announce.
-    Decided(Box<Decided>),
+    Decided(Decided),
     /// Redelivered from below the partition's audited offset: not scored again; the pipeline
     /// looks up its stored decision (and decides it afresh if there is none). `announced`: it
     /// also lies below the partition's announced offset.
@@ -35,19 +38,18 @@ pub enum Outcome {
         announced: bool,
     },
     /// Already decided: the stored decision, announced again unchanged (not audited again).
-    Stored(Box<Decided>),
+    Stored(Decided),
     /// Redelivered from below the partition's announced offset with its outcome stored (or
     /// dead-lettered again): it was audited and announced before; nothing is done again.
     Announced,
     DeadLetter(DeadLetter),
 }
 
-/// A decision ready to audit and announce.
+/// A decision ready to audit and announce (its `LoanDecision` is encoded from the row when
+/// it is announced).
 #[derive(Debug, Clone)]
 pub struct Decided {
     pub row: AuditRow,
-    /// Confluent-framed Avro `LoanDecision` built from the row.
-    pub payload: Vec<u8>,
 }
 
 /// Why a record goes to the dead-letter topic.

@@ -1,5 +1,8 @@
 //! A loan application read in place: its texts borrow from the record's bytes (or from an owned
-//! [`LoanApplication`]), so deciding it allocates only what the audit row keeps.
+//! [`LoanApplication`]), and the texts an audit row keeps share the record's buffer.
+
+use bytes::Bytes;
+use bytestring::ByteString;
 
 use super::events::{CreditRequest, FieldValue, LoanApplication, ProtectedAttributes};
 
@@ -59,10 +62,32 @@ impl ProtectedView<'_> {
     /// The attributes, owned (the audit row keeps them).
     pub fn to_attributes(&self) -> ProtectedAttributes {
         ProtectedAttributes {
-            personal_status_and_sex: self.personal_status_and_sex.map(str::to_owned),
+            personal_status_and_sex: self.personal_status_and_sex.map(ByteString::from),
             age_in_years: self.age_in_years,
-            foreign_worker: self.foreign_worker.map(str::to_owned),
+            foreign_worker: self.foreign_worker.map(ByteString::from),
         }
+    }
+
+    /// The attributes, sharing `source`'s buffer where they were read from it.
+    pub fn to_attributes_within(&self, source: Option<&Bytes>) -> ProtectedAttributes {
+        ProtectedAttributes {
+            personal_status_and_sex: self.personal_status_and_sex.map(|text| share(source, text)),
+            age_in_years: self.age_in_years,
+            foreign_worker: self.foreign_worker.map(|text| share(source, text)),
+        }
+    }
+}
+
+/// `text` sharing `source`'s buffer when it lies within it (no copy), else a copy of it.
+pub fn share(source: Option<&Bytes>, text: &str) -> ByteString {
+    let within = source.filter(|source| {
+        let (start, at) = (source.as_ptr() as usize, text.as_ptr() as usize);
+        !text.is_empty() && start <= at && at + text.len() <= start + source.len()
+    });
+    match within {
+        Some(source) => ByteString::try_from(source.slice_ref(text.as_bytes())).unwrap_or_else(|_| text.into()),
+        None if text.is_empty() => ByteString::new(),
+        None => ByteString::from(text),
     }
 }
 

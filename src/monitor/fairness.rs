@@ -202,7 +202,7 @@ mod tests {
 
     fn person(sex: &str, age: i32) -> ProtectedAttributes {
         ProtectedAttributes {
-            personal_status_and_sex: Some(format!("{sex} : single")),
+            personal_status_and_sex: Some(format!("{sex} : single").into()),
             age_in_years: Some(age),
             foreign_worker: Some("no".into()),
         }

@@ -242,7 +242,7 @@ mod tests {
             defaulted,
             probability_of_default: probability,
             protected: ProtectedAttributes {
-                personal_status_and_sex: Some(format!("{sex} : single")),
+                personal_status_and_sex: Some(format!("{sex} : single").into()),
                 age_in_years: Some(40),
                 foreign_worker: Some("no".into()),
             },

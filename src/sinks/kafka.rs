@@ -1,7 +1,6 @@
 //! Announcements to Kafka. Decisions and dead letters go out in Kafka transactions that also
 //! commit the consumer's offsets (`send_offsets_to_transaction`): a `read_committed` reader sees
-//! each batch's announcements exactly once, or not at all until the batch is retried. Alert events
-//! go out on a separate, plain producer.
+//! each batch's announcements exactly once, or not at all until the batch is retried.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +10,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use rdkafka::TopicPartitionList;
 
 use super::SinkError;
@@ -39,8 +38,8 @@ pub enum Publication<'a> {
 /// How long one transaction step may take before it counts as failed.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a flush sleeps between looks at what is still in flight.
-const FLUSH_STEP: Duration = Duration::from_micros(250);
+/// How long a flush waits before it serves reports of failed deliveries.
+const FLUSH_STEP: Duration = Duration::from_millis(20);
 
 /// How often a transaction step is tried while librdkafka says retrying it can help (a step
 /// that timed out is resumed, not started again).
@@ -73,7 +72,22 @@ fn fenced(code: RDKafkaErrorCode) -> bool {
     matches!(code, RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced | RDKafkaErrorCode::InvalidProducerEpoch)
 }
 
-fn client_config(bootstrap_servers: &str, client_properties: &BTreeMap<String, String>) -> ClientConfig {
+/// The transactional producer's configuration. Delivered records need no report (the commit
+/// fails if any record was not delivered), and without them [`flush`] can block until done.
+fn transactional_config(
+    bootstrap_servers: &str,
+    client_properties: &BTreeMap<String, String>,
+    transactional_id: &str,
+) -> ClientConfig {
+    let mut config = client_config(bootstrap_servers, client_properties);
+    config
+        .set("transactional.id", transactional_id)
+        .set("enable.idempotence", "true")
+        .set("delivery.report.only.error", "true");
+    config
+}
+
+pub(super) fn client_config(bootstrap_servers: &str, client_properties: &BTreeMap<String, String>) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap_servers)
@@ -96,8 +110,7 @@ impl DecisionProducer {
         decisions_topic: &str,
         dead_letter_topic: &str,
     ) -> Result<Self, SinkError> {
-        let mut config = client_config(bootstrap_servers, client_properties);
-        config.set("transactional.id", transactional_id).set("enable.idempotence", "true");
+        let config = transactional_config(bootstrap_servers, client_properties, transactional_id);
         let producer = std::sync::Arc::new(initialised(&config)?);
         Ok(Self {
             producer: std::sync::Mutex::new(producer),
@@ -253,10 +266,10 @@ impl DecisionProducer {
                         .insert(header(headers::TRANSACTION, transaction));
                     let mut out = BaseRecord::<'_, [u8], [u8]>::to(&self.dead_letter_topic).headers(headers);
                     if let Some(key) = &record.key {
-                        out = out.key(key.as_slice());
+                        out = out.key(&key[..]);
                     }
                     if let Some(value) = &record.value {
-                        out = out.payload(value.as_slice());
+                        out = out.payload(&value[..]);
                     }
                     send(producer, out)?;
                 }
@@ -281,19 +294,23 @@ fn resumed(name: &str, mut step: impl FnMut() -> rdkafka::error::KafkaResult<()>
     }
 }
 
-/// Waits until every queued record is delivered, serving delivery reports. rdkafka's own flush
-/// (the one `commit_transaction` starts with) polls in steps that never end early, of up to
-/// 100 ms: every commit took 100 ms. Here each step asks librdkafka to flush without waiting (it
-/// sends lingering records at once), serves one event, and sleeps [`FLUSH_STEP`].
+/// Waits until every queued record is delivered. Only failures are reported, so librdkafka's
+/// flush (which sends lingering records at once) wakes when the last record is acknowledged;
+/// rdkafka's own flush polls for reports in 100 ms steps that never end early. Each step serves
+/// the reports of failed records, which hold the flush until served.
 fn flush(producer: &Transactional, timeout: Duration) -> rdkafka::error::KafkaResult<()> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        match producer.flush(Duration::ZERO) {
-            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if std::time::Instant::now() < deadline => {
+        let step = deadline.saturating_duration_since(std::time::Instant::now()).min(FLUSH_STEP);
+        // SAFETY: the pointer is the producer's own librdkafka handle, alive while `producer` is.
+        let result =
+            unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), step.as_millis() as i32) };
+        match result.into() {
+            RDKafkaErrorCode::NoError => return Ok(()),
+            RDKafkaErrorCode::OperationTimedOut if std::time::Instant::now() < deadline => {
                 producer.poll(Duration::ZERO);
-                std::thread::sleep(FLUSH_STEP);
             }
-            result => return result,
+            code => return Err(KafkaError::Flush(code)),
         }
     }
 }
@@ -322,30 +339,6 @@ fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?S
     }
 }
 
-/// A plain producer for alert events (state changes, at least once).
-pub struct Publisher {
-    producer: FutureProducer,
-}
-
-impl Publisher {
-    /// Creates the producer (acks=all; extra properties passed through).
-    pub fn new(bootstrap_servers: &str, client_properties: &BTreeMap<String, String>) -> Result<Self, SinkError> {
-        Ok(Self { producer: client_config(bootstrap_servers, client_properties).create()? })
-    }
-
-    /// Sends one record and waits for the broker's acknowledgement.
-    pub async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), SinkError> {
-        let record = FutureRecord::to(topic).key(key).payload(payload);
-        self.producer.send(record, Duration::from_secs(30)).await.map_err(|(error, _)| error)?;
-        Ok(())
-    }
-
-    /// Waits for queued records to be delivered.
-    pub fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
-        Ok(self.producer.flush(timeout)?)
-    }
-}
-
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     Header { key, value: Some(value) }
 }
@@ -363,8 +356,7 @@ mod tests {
     fn a_commit_does_not_wait_out_a_poll_step() {
         let cluster = MockCluster::new(1).expect("mock cluster");
         cluster.create_topic("decisions", 2, 1).expect("topic");
-        let mut config = client_config(&cluster.bootstrap_servers(), &BTreeMap::new());
-        config.set("transactional.id", "flush-test").set("enable.idempotence", "true");
+        let config = transactional_config(&cluster.bootstrap_servers(), &BTreeMap::new(), "flush-test");
         let producer = initialised(&config).expect("transactional producer");
         let started = std::time::Instant::now();
         for transaction in 0..5 {
@@ -380,5 +372,29 @@ mod tests {
         }
         let elapsed = started.elapsed();
         assert!(elapsed < Duration::from_millis(400), "five transactions took {elapsed:?}");
+    }
+
+    /// Delivered records are not reported, failed ones are: a record the broker refuses for
+    /// good still fails its transaction, and the flush returns within a step of the refusal
+    /// rather than at its timeout.
+    #[test]
+    fn a_refused_record_fails_its_transaction_promptly() {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("decisions", 1, 1).expect("topic");
+        let config = transactional_config(&cluster.bootstrap_servers(), &BTreeMap::new(), "refused-test");
+        let producer = initialised(&config).expect("transactional producer");
+        producer.begin_transaction().expect("begin");
+        let refusal = RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
+        cluster.request_errors(RDKafkaApiKey::Produce, &[refusal; 5]);
+        send(&producer, BaseRecord::<'_, str, [u8]>::to("decisions").key("k").payload(&b"decision"[..])).expect("send");
+        let started = std::time::Instant::now();
+        let flushed = flush(&producer, TRANSACTION_TIMEOUT);
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(2), "the flush took {elapsed:?} ({flushed:?})");
+        assert!(
+            producer.commit_transaction(TRANSACTION_TIMEOUT).is_err(),
+            "a transaction with a refused record committed"
+        );
     }
 }

@@ -1,13 +1,15 @@
-//! Where durable results go: decisions, dead letters and alert events to Kafka (`kafka`);
-//! audit rows and outcomes to PostgreSQL (`audit`).
+//! Where durable results go: decisions and dead letters to Kafka in transactions (`kafka`), alert
+//! events to Kafka (`publisher`), audit rows and outcomes to PostgreSQL (`audit`).
 
 mod audit;
 mod kafka;
+mod publisher;
 
 use crate::error::{Retriable, Retry};
 
 pub use audit::{read_decision, AuditStore, BatchWrite, Progress, DECISION_COLUMNS};
-pub use kafka::{DecisionProducer, Publication, Publisher};
+pub use kafka::{DecisionProducer, Publication};
+pub use publisher::Publisher;
 
 /// Why a sink could not take a batch.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! The Kafka consumer: batches of owned records, offsets stored only when told, partition
+//! The Kafka consumer: batches of records copied into one buffer each, offsets stored only when told, partition
 //! assignment tracked for readiness and metrics.
 
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{info, warn};
 
-use super::{Assignment, SourceError};
+use super::{Assignment, RecordBuffer, SourceError};
 use crate::domain::InputRecord;
 use crate::telemetry::{Metrics, Readiness};
 
@@ -185,19 +185,17 @@ impl Source {
     /// Waits for one record, then takes what the consumer has fetched already, up to
     /// `max_records`; with a `max_wait` above zero it also waits that long for more to arrive.
     pub async fn next_batch(&self, max_records: usize, max_wait: Duration) -> Vec<InputRecord> {
-        let mut batch = Vec::with_capacity(max_records);
-        let topic: Arc<str> = Arc::from(self.topic.as_str());
-        let first = loop {
+        let mut batch = RecordBuffer::new(Arc::from(self.topic.as_str()), max_records);
+        loop {
             match self.consumer.recv().await {
-                Ok(message) => break owned(&message, &topic),
+                Ok(message) => break copy(&mut batch, &message),
                 Err(error) => {
                     warn!(%error, "consumer error");
                     self.count_error();
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
-        };
-        batch.push(first);
+        }
         let deadline = tokio::time::Instant::now() + max_wait;
         while batch.len() < max_records {
             let ready = match self.consumer.recv().now_or_never() {
@@ -209,14 +207,14 @@ impl Source {
                 },
             };
             match ready {
-                Ok(message) => batch.push(owned(&message, &topic)),
+                Ok(message) => copy(&mut batch, &message),
                 Err(error) => {
                     warn!(%error, "consumer error");
                     self.count_error();
                 }
             }
         }
-        batch
+        batch.finish()
     }
 
     /// Stores the next offsets to consume (committed by the next auto-commit or [`Source::commit`]).
@@ -259,15 +257,8 @@ impl Source {
     }
 }
 
-fn owned(message: &rdkafka::message::BorrowedMessage<'_>, topic: &Arc<str>) -> InputRecord {
-    InputRecord {
-        topic: Arc::clone(topic),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-        consumed_at: Utc::now(),
-    }
+fn copy(batch: &mut RecordBuffer, message: &rdkafka::message::BorrowedMessage<'_>) {
+    batch.push(message.partition(), message.offset(), message.key(), message.payload(), Utc::now());
 }
 
 /// Offsets as librdkafka takes them: (topic, partition, next offset to consume).

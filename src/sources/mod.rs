@@ -1,8 +1,10 @@
 //! Where records come from: a Kafka consumer of one topic (`kafka`) that hands out batches,
 //! stores offsets only when told, and reports partition assignment; and which offsets a
-//! durable batch allows storing (`offsets`, pure).
+//! durable batch allows storing (`offsets`, pure); a batch's records share one buffer (`buffer`,
+//! pure).
 
 mod assignment;
+mod buffer;
 mod kafka;
 mod offsets;
 
@@ -11,6 +13,7 @@ use rdkafka::error::KafkaError;
 use crate::error::{Retriable, Retry};
 
 pub use assignment::{Assignment, Claim};
+pub use buffer::RecordBuffer;
 pub use kafka::{partition_list, PartitionEvent, Source, SourceOptions};
 pub use offsets::next_offsets;
 

@@ -139,7 +139,7 @@ impl AuditStore {
     pub async fn stored_decisions(
         &self,
         application_ids: &[&str],
-    ) -> Result<std::collections::HashMap<String, crate::domain::AuditRow>, SinkError> {
+    ) -> Result<std::collections::HashMap<bytestring::ByteString, crate::domain::AuditRow>, SinkError> {
         let mut connection = self.pool.acquire().await?;
         stored::stored_decisions(&mut connection, &self.policies, application_ids).await
     }

@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytestring::ByteString;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::policies::Policies;
 use crate::domain::{application_key, outcome_of, AdverseReason, AuditRow, Cutoffs, DecisionOutcome};
-use crate::domain::{DecisionPolicy, PolicyReason, ProtectedAttributes, StoredReason};
+use crate::domain::{DecisionPolicy, Inputs, PolicyReason, ProtectedAttributes, SealedBytes, StoredReason};
 use crate::sinks::SinkError;
 
 /// Columns of a stored row, in [`read_decision`] order.
@@ -40,18 +41,18 @@ pub async fn read_decision(
         policy,
         outcome,
         probability_of_default: row.try_get(3)?,
-        inputs: row.try_get(4)?,
+        inputs: Inputs::from_vec(row.try_get(4)?),
         reasons: entries
             .into_iter()
             .zip(contributions)
             .map(|(entry, contribution)| StoredReason { entry, contribution })
             .collect(),
         protected: ProtectedAttributes {
-            personal_status_and_sex: row.try_get(7)?,
+            personal_status_and_sex: row.try_get::<Option<String>, _>(7)?.map(ByteString::from),
             age_in_years: age.map(i32::from),
-            foreign_worker: row.try_get(9)?,
+            foreign_worker: row.try_get::<Option<String>, _>(9)?.map(ByteString::from),
         },
-        sealed: row.try_get(17)?,
+        sealed: row.try_get::<Option<Vec<u8>>, _>(17)?.map(SealedBytes::from_vec),
         schema_id: row.try_get(10)?,
         event_time: row.try_get(11)?,
         consumed_at: row.try_get(12)?,
@@ -59,7 +60,7 @@ pub async fn read_decision(
         source_topic: Arc::from(topic),
         source_partition: row.try_get(15)?,
         source_offset: row.try_get(16)?,
-        application_id,
+        application_id: application_id.into(),
     })
 }
 
@@ -68,7 +69,7 @@ pub async fn stored_decisions(
     connection: &mut PgConnection,
     policies: &Policies,
     application_ids: &[&str],
-) -> Result<HashMap<String, AuditRow>, SinkError> {
+) -> Result<HashMap<ByteString, AuditRow>, SinkError> {
     if application_ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -100,7 +101,7 @@ pub async fn stored_decisions(
 async fn legacy_decisions(
     connection: &mut PgConnection,
     application_ids: &[&str],
-) -> Result<HashMap<String, AuditRow>, SinkError> {
+) -> Result<HashMap<ByteString, AuditRow>, SinkError> {
     let rows = sqlx::query(
         "SELECT DISTINCT ON (application_id) application_id, model_version, model_sha256, decision, \
            probability_of_default, approve_below, decline_at_or_above, reasons, reason_catalogue_version, \
@@ -145,7 +146,7 @@ async fn legacy_decisions(
             policy: Arc::new(policy),
             outcome,
             probability_of_default: row.try_get(4)?,
-            inputs: Vec::new(),
+            inputs: Inputs::new(),
             reasons: reasons
                 .iter()
                 .enumerate()
@@ -160,9 +161,9 @@ async fn legacy_decisions(
             event_time: row.try_get(14)?,
             consumed_at: row.try_get(15)?,
             processed_at: row.try_get(16)?,
-            application_id: application_id.clone(),
+            application_id: application_id.into(),
         };
-        stored.insert(application_id, decision);
+        stored.insert(decision.application_id.clone(), decision);
     }
     Ok(stored)
 }

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use bytestring::ByteString;
 use sqlx::postgres::PgDatabaseError;
 use sqlx::{PgConnection, Row};
 
@@ -20,7 +21,7 @@ pub struct BatchWrite {
     pub inserted: Vec<usize>,
     /// The stored decision of every application asked about or found already decided (by an
     /// earlier batch, another replica, or an earlier row of this batch), by application id.
-    pub stored: HashMap<String, AuditRow>,
+    pub stored: HashMap<ByteString, AuditRow>,
     /// The monitors' counts of the inserted rows, as persisted.
     pub counts: BucketCounts,
 }
@@ -118,7 +119,7 @@ impl AuditStore {
                 let seq = source.last_seq + 1;
                 let sealed = match &row.sealed {
                     Some(sealed) => Cow::Borrowed(sealed.as_slice()),
-                    None => Cow::Owned(sealer.seal(&row.application_id, &row.protected)),
+                    None => Cow::Owned(sealer.seal(&row.application_id, &row.protected).into_vec()),
                 };
                 let hash = row.hash(seq, &source.last_hash, Some(&sealed));
                 (source.last_seq, source.last_hash) = (seq, hash);
