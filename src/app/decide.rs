@@ -267,5 +267,5 @@ fn decide(
         consumed_at: record.consumed_at.trunc_subsecs(6),
         processed_at,
     };
-    Outcome::Decided(Decided { row })
+    Outcome::Decided(Box::new(Decided { row }))
 }

@@ -148,7 +148,8 @@ impl Pipeline {
         outcomes: &[Outcome],
         epochs: &HashMap<i32, u64>,
     ) -> Result<(), Abandoned> {
-        let payloads = tokio::task::block_in_place(|| Payloads::encode(outcomes, self.decision_schema_id));
+        let mut buffer = std::mem::take(&mut *self.payloads.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let payloads = tokio::task::block_in_place(|| Payloads::encode(outcomes, self.decision_schema_id, &mut buffer));
         // The offsets of an attempt whose commit's outcome is unknown.
         let in_doubt: std::sync::Mutex<Option<rdkafka::TopicPartitionList>> = std::sync::Mutex::new(None);
         let attempt = || async {
@@ -203,6 +204,8 @@ impl Pipeline {
             warn!(%error, "announcing the batch failed; retrying");
         };
         let announced = self.settle(self.retry.run(&self.shutdown, attempt, on_retry).await)?;
+        drop(payloads);
+        *self.payloads.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = buffer;
         let mut pending = self.announced.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for (topic, partition, offset) in announced {
             match pending.iter_mut().find(|(t, p, _)| *t == topic && *p == partition) {
@@ -239,22 +242,22 @@ fn publication<'a>(record: &'a InputRecord, outcome: &'a Outcome, payload: &'a [
 }
 
 /// The `LoanDecision` of every decision of a batch, encoded once (before the first attempt)
-/// into one buffer.
-struct Payloads {
-    bytes: Vec<u8>,
+/// into the buffer every announcement reuses.
+struct Payloads<'b> {
+    bytes: &'b [u8],
     /// By outcome: its payload's place in `bytes` (empty for outcomes that are not decisions).
     spans: Vec<std::ops::Range<usize>>,
 }
 
-impl Payloads {
-    fn encode(outcomes: &[Outcome], schema_id: u32) -> Self {
-        let mut bytes = Vec::with_capacity(outcomes.len() * 384);
+impl<'b> Payloads<'b> {
+    fn encode(outcomes: &[Outcome], schema_id: u32, bytes: &'b mut Vec<u8>) -> Self {
+        bytes.clear();
         let spans = outcomes
             .iter()
             .map(|outcome| {
                 let start = bytes.len();
                 if let Outcome::Decided(decided) | Outcome::Stored(decided) = outcome {
-                    encode_decision_into(&mut bytes, &decided.row, schema_id);
+                    encode_decision_into(bytes, &decided.row, schema_id);
                 }
                 start..bytes.len()
             })

@@ -277,6 +277,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         source,
         assignment,
         announced: Default::default(),
+        payloads: Default::default(),
         metrics,
         readiness,
         monitoring,

@@ -49,6 +49,8 @@ pub struct Pipeline {
     /// Per (topic, partition), the next offset after the batches announced since the last audit
     /// transaction, which records them.
     pub(super) announced: std::sync::Mutex<Vec<(Arc<str>, i32, i64)>>,
+    /// The buffer each announcement encodes its decisions into (one announcement at a time).
+    pub(super) payloads: std::sync::Mutex<Vec<u8>>,
     pub(super) monitoring: Arc<Monitoring>,
     pub(super) retry: RetryPolicy,
     pub(super) shutdown: CancellationToken,

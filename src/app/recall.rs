@@ -66,6 +66,6 @@ impl Pipeline {
 
     /// The stored decision `row`, to announce again.
     pub(super) fn announce_again(&self, row: &AuditRow) -> Outcome {
-        Outcome::Stored(Decided { row: row.clone() })
+        Outcome::Stored(Box::new(Decided { row: row.clone() }))
     }
 }

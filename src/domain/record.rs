@@ -23,13 +23,12 @@ pub struct InputRecord {
     pub consumed_at: DateTime<Utc>,
 }
 
-/// What became of one record.
+/// What became of one record. A decision is boxed: inline, a batch's outcomes took ten times
+/// the memory, in allocations too large for the allocator to reuse at once.
 #[derive(Debug, Clone)]
-// Decisions are the common outcome and are kept inline: boxing them would allocate per decision.
-#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// Scored and decided now: audit, then announce.
-    Decided(Decided),
+    Decided(Box<Decided>),
     /// Redelivered from below the partition's audited offset: not scored again; the pipeline
     /// looks up its stored decision (and decides it afresh if there is none). `announced`: it
     /// also lies below the partition's announced offset.
@@ -38,7 +37,7 @@ pub enum Outcome {
         announced: bool,
     },
     /// Already decided: the stored decision, announced again unchanged (not audited again).
-    Stored(Decided),
+    Stored(Box<Decided>),
     /// Redelivered from below the partition's announced offset with its outcome stored (or
     /// dead-lettered again): it was audited and announced before; nothing is done again.
     Announced,

@@ -1,5 +1,6 @@
-//! A batch's consumed records in one buffer (pure): each key and value is copied once into the
-//! batch's buffer, and the records share it, instead of one allocation per key and per value.
+//! A batch's consumed records in a few buffers (pure): each key and value is copied once into the
+//! batch's current chunk, and the records share the chunks, instead of one allocation per key
+//! and per value. Chunks are small enough for the allocator to reuse as soon as they are freed.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -9,28 +10,31 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::InputRecord;
 
+/// Bytes per chunk (a larger record gets a chunk of its own).
+const CHUNK_BYTES: usize = 64 * 1024;
+
 /// Builds one batch of [`InputRecord`]s.
 pub struct RecordBuffer {
     topic: Arc<str>,
-    bytes: Vec<u8>,
+    chunks: Vec<Bytes>,
+    current: Vec<u8>,
     records: Vec<Pending>,
 }
 
 struct Pending {
     partition: i32,
     offset: i64,
+    /// The chunk holding the key and value.
+    chunk: usize,
     key: Option<Range<usize>>,
     value: Option<Range<usize>>,
     consumed_at: DateTime<Utc>,
 }
 
-/// Bytes reserved per record before the first grows the buffer (a typical application).
-const TYPICAL_RECORD_BYTES: usize = 512;
-
 impl RecordBuffer {
     /// A buffer for about `records` records of `topic`.
     pub fn new(topic: Arc<str>, records: usize) -> Self {
-        Self { topic, bytes: Vec::with_capacity(records * TYPICAL_RECORD_BYTES), records: Vec::with_capacity(records) }
+        Self { topic, chunks: Vec::new(), current: Vec::new(), records: Vec::with_capacity(records) }
     }
 
     /// How many records it holds.
@@ -52,28 +56,40 @@ impl RecordBuffer {
         value: Option<&[u8]>,
         consumed_at: DateTime<Utc>,
     ) {
+        let size = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
+        if self.current.len() + size > self.current.capacity() {
+            let full = std::mem::replace(&mut self.current, Vec::with_capacity(size.max(CHUNK_BYTES)));
+            if !full.is_empty() {
+                self.chunks.push(Bytes::from(full));
+            }
+        }
+        let current = &mut self.current;
         let mut copy = |data: &[u8]| {
-            let start = self.bytes.len();
-            self.bytes.extend_from_slice(data);
-            start..self.bytes.len()
+            let start = current.len();
+            current.extend_from_slice(data);
+            start..current.len()
         };
         let (key, value) = (key.map(&mut copy), value.map(&mut copy));
-        self.records.push(Pending { partition, offset, key, value, consumed_at });
+        let chunk = self.chunks.len();
+        self.records.push(Pending { partition, offset, chunk, key, value, consumed_at });
     }
 
-    /// The records, in the order pushed, sharing one buffer.
-    pub fn finish(self) -> Vec<InputRecord> {
-        let bytes = Bytes::from(self.bytes);
-        let topic = self.topic;
+    /// The records, in the order pushed, sharing the chunks.
+    pub fn finish(mut self) -> Vec<InputRecord> {
+        self.chunks.push(Bytes::from(self.current));
+        let (topic, chunks) = (self.topic, self.chunks);
         self.records
             .into_iter()
-            .map(|pending| InputRecord {
-                topic: Arc::clone(&topic),
-                partition: pending.partition,
-                offset: pending.offset,
-                key: pending.key.map(|range| bytes.slice(range)),
-                value: pending.value.map(|range| bytes.slice(range)),
-                consumed_at: pending.consumed_at,
+            .map(|pending| {
+                let chunk = &chunks[pending.chunk];
+                InputRecord {
+                    topic: Arc::clone(&topic),
+                    partition: pending.partition,
+                    offset: pending.offset,
+                    key: pending.key.map(|range| chunk.slice(range)),
+                    value: pending.value.map(|range| chunk.slice(range)),
+                    consumed_at: pending.consumed_at,
+                }
             })
             .collect()
     }
@@ -105,5 +121,21 @@ mod tests {
         ];
         assert_eq!(seen, expected);
         assert_eq!(&*records[2].topic, "in");
+    }
+
+    /// Records beyond a chunk, and one larger than a chunk, keep their bytes.
+    #[test]
+    fn records_span_chunks() {
+        let mut buffer = RecordBuffer::new(Arc::from("in"), 4);
+        let values: Vec<Vec<u8>> = (0u8..4).map(|index| vec![index; CHUNK_BYTES / 2 + 1]).collect();
+        let large = vec![9u8; CHUNK_BYTES * 2];
+        for (offset, value) in values.iter().chain([&large]).enumerate() {
+            buffer.push(0, offset as i64, Some(b"k"), Some(value), Utc::now());
+        }
+        let records = buffer.finish();
+        for (record, value) in records.iter().zip(values.iter().chain([&large])) {
+            assert_eq!(record.value.as_deref(), Some(&value[..]));
+            assert_eq!(record.key.as_deref(), Some(&b"k"[..]));
+        }
     }
 }
