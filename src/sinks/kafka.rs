@@ -38,8 +38,8 @@ pub enum Publication<'a> {
 /// How long one transaction step may take before it counts as failed.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a flush waits before it serves reports of failed deliveries.
-const FLUSH_STEP: Duration = Duration::from_millis(20);
+/// How long a flush sleeps between looks at what is still in flight.
+const FLUSH_STEP: Duration = Duration::from_micros(250);
 
 /// How often a transaction step is tried while librdkafka says retrying it can help (a step
 /// that timed out is resumed, not started again).
@@ -72,18 +72,14 @@ fn fenced(code: RDKafkaErrorCode) -> bool {
     matches!(code, RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced | RDKafkaErrorCode::InvalidProducerEpoch)
 }
 
-/// The transactional producer's configuration. Delivered records need no report (the commit
-/// fails if any record was not delivered), and without them [`flush`] can block until done.
+/// The transactional producer's configuration.
 fn transactional_config(
     bootstrap_servers: &str,
     client_properties: &BTreeMap<String, String>,
     transactional_id: &str,
 ) -> ClientConfig {
     let mut config = client_config(bootstrap_servers, client_properties);
-    config
-        .set("transactional.id", transactional_id)
-        .set("enable.idempotence", "true")
-        .set("delivery.report.only.error", "true");
+    config.set("transactional.id", transactional_id).set("enable.idempotence", "true");
     config
 }
 
@@ -294,23 +290,19 @@ fn resumed(name: &str, mut step: impl FnMut() -> rdkafka::error::KafkaResult<()>
     }
 }
 
-/// Waits until every queued record is delivered. Only failures are reported, so librdkafka's
-/// flush (which sends lingering records at once) wakes when the last record is acknowledged;
-/// rdkafka's own flush polls for reports in 100 ms steps that never end early. Each step serves
-/// the reports of failed records, which hold the flush until served.
+/// Waits until every queued record is delivered, serving delivery reports. rdkafka's own flush
+/// (the one `commit_transaction` starts with) polls in steps that never end early, of up to
+/// 100 ms: every commit took 100 ms. Here each step asks librdkafka to flush without waiting (it
+/// sends lingering records at once), serves one event, and sleeps [`FLUSH_STEP`].
 fn flush(producer: &Transactional, timeout: Duration) -> rdkafka::error::KafkaResult<()> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let step = deadline.saturating_duration_since(std::time::Instant::now()).min(FLUSH_STEP);
-        // SAFETY: the pointer is the producer's own librdkafka handle, alive while `producer` is.
-        let result =
-            unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), step.as_millis() as i32) };
-        match result.into() {
-            RDKafkaErrorCode::NoError => return Ok(()),
-            RDKafkaErrorCode::OperationTimedOut if std::time::Instant::now() < deadline => {
+        match producer.flush(Duration::ZERO) {
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if std::time::Instant::now() < deadline => {
                 producer.poll(Duration::ZERO);
+                std::thread::sleep(FLUSH_STEP);
             }
-            code => return Err(KafkaError::Flush(code)),
+            result => return result,
         }
     }
 }
@@ -374,9 +366,8 @@ mod tests {
         assert!(elapsed < Duration::from_millis(400), "five transactions took {elapsed:?}");
     }
 
-    /// Delivered records are not reported, failed ones are: a record the broker refuses for
-    /// good still fails its transaction, and the flush returns within a step of the refusal
-    /// rather than at its timeout.
+    /// A record the broker refuses for good fails its transaction, and the flush returns soon
+    /// after the refusal rather than at its timeout.
     #[test]
     fn a_refused_record_fails_its_transaction_promptly() {
         use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
