@@ -69,7 +69,7 @@ fn fixture() -> Fixture {
 fn context(fixture: &Fixture) -> BatchContext {
     let schemas: HashMap<u32, WriterSchema> =
         [(SCHEMA_ID, WriterSchema::Local(Arc::new(LOAN_APPLICATION.clone())))].into_iter().collect();
-    BatchContext::new(Arc::clone(&fixture.bundle), fixture.bundle.card.cutoffs, 2, schemas)
+    BatchContext::new(Arc::clone(&fixture.bundle), fixture.bundle.card.cutoffs, schemas)
 }
 
 fn records(fixture: &Fixture) -> Vec<InputRecord> {

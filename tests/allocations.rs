@@ -95,7 +95,7 @@ fn deciding_allocates_one_box_per_decision() {
     let bundle = Arc::new(ModelBundle::load(&root.join("models/credit-v1")).expect("committed model"));
     let scorer = Scorer::new(&bundle.model_text).expect("scorer");
     let schemas = HashMap::from([(1, WriterSchema::Local(Arc::new(LOAN_APPLICATION.clone())))]);
-    let mut context = BatchContext::new(Arc::clone(&bundle), bundle.card.cutoffs, 2, schemas);
+    let mut context = BatchContext::new(Arc::clone(&bundle), bundle.card.cutoffs, schemas);
     let keys = ProtectedKeys::parse(&ProtectedKeys::generate()).expect("key file");
     context.sealer = Some(Arc::new(keys));
     let mut per_batch = Vec::new();

@@ -66,7 +66,7 @@ fn fixture() -> Fixture {
     let scorer = Scorer::new(&bundle.model_text).unwrap();
     let cutoffs = bundle.card.cutoffs;
     let schemas = HashMap::from([(1, WriterSchema::Local(Arc::new(LOAN_APPLICATION.clone())))]);
-    let context = BatchContext::new(Arc::new(bundle), cutoffs, 2, schemas);
+    let context = BatchContext::new(Arc::new(bundle), cutoffs, schemas);
     Fixture { scorer, context, applications: ROWS.clone() }
 }
 

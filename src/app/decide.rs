@@ -27,8 +27,6 @@ pub struct BatchContext {
     pub policy: Arc<DecisionPolicy>,
     /// Per partition, how far earlier work went: records it covers are redelivered.
     pub claims: HashMap<i32, Claim>,
-    /// Registry id of the LoanDecision schema.
-    pub decision_schema_id: u32,
     /// Writer schemas of this batch's records, by id (unknown ids absent).
     pub writer_schemas: HashMap<u32, WriterSchema>,
     /// Per-record failures found before this stage (schema lookup), by (partition, offset).
@@ -46,7 +44,6 @@ impl BatchContext {
     pub fn new(
         model: Arc<ModelBundle>,
         cutoffs: crate::domain::Cutoffs,
-        decision_schema_id: u32,
         writer_schemas: HashMap<u32, WriterSchema>,
     ) -> Self {
         let card = &model.card;
@@ -55,7 +52,6 @@ impl BatchContext {
             policy: Arc::new(policy),
             model,
             claims: HashMap::new(),
-            decision_schema_id,
             writer_schemas,
             early_failures: HashMap::new(),
             event_times: EventTimePolicy::default(),

@@ -67,7 +67,6 @@ impl Pipeline {
             model: Arc::clone(&model.bundle),
             policy: Arc::clone(&model.policy),
             claims,
-            decision_schema_id: self.decision_schema_id,
             writer_schemas,
             early_failures,
             event_times: self.config.event_times(),

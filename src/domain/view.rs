@@ -59,15 +59,6 @@ impl<'a> CreditRequestView<'a> {
 }
 
 impl ProtectedView<'_> {
-    /// The attributes, owned (the audit row keeps them).
-    pub fn to_attributes(&self) -> ProtectedAttributes {
-        ProtectedAttributes {
-            personal_status_and_sex: self.personal_status_and_sex.map(ByteString::from),
-            age_in_years: self.age_in_years,
-            foreign_worker: self.foreign_worker.map(ByteString::from),
-        }
-    }
-
     /// The attributes, sharing `source`'s buffer where they were read from it.
     pub fn to_attributes_within(&self, source: Option<&Bytes>) -> ProtectedAttributes {
         ProtectedAttributes {
@@ -80,14 +71,12 @@ impl ProtectedView<'_> {
 
 /// `text` sharing `source`'s buffer when it lies within it (no copy), else a copy of it.
 pub fn share(source: Option<&Bytes>, text: &str) -> ByteString {
-    let within = source.filter(|source| {
-        let (start, at) = (source.as_ptr() as usize, text.as_ptr() as usize);
-        !text.is_empty() && start <= at && at + text.len() <= start + source.len()
-    });
-    match within {
-        Some(source) => ByteString::try_from(source.slice_ref(text.as_bytes())).unwrap_or_else(|_| text.into()),
-        None if text.is_empty() => ByteString::new(),
-        None => ByteString::from(text),
+    let (buffer, wanted) = (source.map(|source| source.as_ptr_range()), text.as_bytes().as_ptr_range());
+    match source.zip(buffer) {
+        Some((source, buffer)) if buffer.start <= wanted.start && wanted.end <= buffer.end => {
+            ByteString::try_from(source.slice_ref(text.as_bytes())).expect("a slice of a str is UTF-8")
+        }
+        _ => ByteString::from(text),
     }
 }
 
@@ -180,5 +169,20 @@ mod tests {
         assert_eq!(view.field("telephone"), Some(FieldValue::Category("none")));
         assert_eq!(view.field("housing"), Some(FieldValue::Missing));
         assert_eq!(view.field("age_in_years"), None);
+    }
+
+    /// A text read from the record's bytes shares them; any other text (or no record) is copied.
+    #[test]
+    fn shared_texts_point_into_the_record() {
+        let record = Bytes::from_static(b"..male : single..");
+        let inside = std::str::from_utf8(&record[2..15]).unwrap();
+        let shared = share(Some(&record), inside);
+        assert_eq!((&*shared, shared.as_ptr()), ("male : single", inside.as_ptr()));
+        let elsewhere = String::from("male : single");
+        let copied = share(Some(&record), &elsewhere);
+        assert_eq!(&*copied, "male : single");
+        assert_ne!(copied.as_ptr(), elsewhere.as_ptr());
+        assert_eq!(&*share(None, "yes"), "yes");
+        assert_eq!(&*share(Some(&record), &inside[..0]), "");
     }
 }
